@@ -1,0 +1,15 @@
+"""Every package's models, imported so that Alembic and tests see one metadata.
+
+Transcripts and reconciliation add their modules here when their tables arrive.
+"""
+
+from __future__ import annotations
+
+import campus.auth
+import campus.people
+import payments.models
+from campus.database import Base
+
+metadata = Base.metadata
+
+__all__ = ["campus", "metadata", "payments"]

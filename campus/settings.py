@@ -1,0 +1,166 @@
+"""Settings read from ``CAMPUS_*`` environment variables.
+
+Every setting has an embedded default that needs nothing installed, so that a fresh
+checkout runs on SQLite in the instance folder with the sandbox channels. Production
+mode refuses to start while any development default is still in force and names the
+setting to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+PREFIX = "CAMPUS_"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or holds a value that cannot be used."""
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"expected on/off, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mode: str = "development"
+    """``development`` (embedded defaults allowed) or ``production``."""
+
+    instance_path: Path = Path("instance")
+    """Folder for the SQLite database, the generated secret key, development keys
+    and PKI, and stored files."""
+
+    database_url: str = ""
+    """SQLAlchemy URL. Empty means SQLite at ``<instance>/campus.sqlite3``.
+    ``DATABASE_URL`` is read when ``CAMPUS_DATABASE_URL`` is not set."""
+
+    secret_key: str = ""
+    """Signs session cookies. Empty means a key generated on first run and kept in
+    ``<instance>/secret_key``; production requires it to be set."""
+
+    timezone: str = "Asia/Shanghai"
+    """Time zone of the business day: limits, bills and settlements follow it."""
+
+    channels: str = "sandbox"
+    """``sandbox`` (built-in gateways with generated keys) or ``live``."""
+
+    dev_signin: bool = True
+    """Offer the clearly labelled development sign-in for students."""
+
+    cas_server_url: str = ""
+    """The university's CAS server, e.g. ``https://cas.example.edu.cn/cas/``.
+    Students sign in there when set."""
+
+    base_url: str = "http://127.0.0.1:5000"
+    """Public address of this service, used in notification and return URLs."""
+
+    log_format: str = ""
+    """``text`` or ``json``. Empty means JSON lines in production, text otherwise."""
+
+    log_level: str = "INFO"
+    """Level of the root logger."""
+
+    scheduler: bool = True
+    """Run the periodic jobs (order queries, nightly reconciliation) inside the web
+    process. Turn off when a cron job or systemd timer runs them instead."""
+
+    @property
+    def production(self) -> bool:
+        return self.mode == "production"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.instance_path / 'campus.sqlite3').resolve()}"
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``), then apply
+        ``overrides`` given in code, as tests do."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + field.name.upper())
+            if raw is None and field.name == "database_url":
+                raw = environ.get("DATABASE_URL")
+            if raw is None:
+                continue
+            if field.type in ("bool", bool):
+                values[field.name] = _flag(raw)
+            elif field.type in ("Path", Path):
+                values[field.name] = Path(raw)
+            else:
+                values[field.name] = raw
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse values that cannot work, and development defaults in
+        production."""
+        if self.mode not in {"development", "production"}:
+            raise SettingsError(
+                f"{PREFIX}MODE must be 'development' or 'production', not {self.mode!r}"
+            )
+        if self.channels not in {"sandbox", "live"}:
+            raise SettingsError(f"{PREFIX}CHANNELS must be 'sandbox' or 'live'")
+        if self.log_format not in {"", "text", "json"}:
+            raise SettingsError(f"{PREFIX}LOG_FORMAT must be 'text' or 'json'")
+        try:
+            self.zone
+        except (KeyError, ValueError) as error:
+            raise SettingsError(f"{PREFIX}TIMEZONE: unknown zone") from error
+        if not self.production:
+            return
+        refusals = []
+        if not self.secret_key:
+            refusals.append(f"{PREFIX}SECRET_KEY is not set")
+        if self.sqlalchemy_url.startswith("sqlite"):
+            refusals.append(f"{PREFIX}DATABASE_URL still points at SQLite")
+        if self.channels == "sandbox":
+            refusals.append(f"{PREFIX}CHANNELS is 'sandbox'")
+        if self.dev_signin:
+            refusals.append(f"{PREFIX}DEV_SIGNIN is on")
+        if refusals:
+            raise SettingsError(
+                "production mode refuses development defaults: " + "; ".join(refusals)
+            )
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or the one generated on first run and kept in the
+        instance folder."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.instance_path / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.instance_path.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        # Created with owner-only permissions so that another local user cannot
+        # forge session cookies.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            # Another process made it first; use theirs.
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as file:
+            file.write(key)
+        return key

@@ -1,0 +1,115 @@
+"""Fixtures shared by every test: a real database, a fresh app per test.
+
+The database is SQLite in a temporary folder, or PostgreSQL when ``DATABASE_URL``
+points at a server: then each pytest-xdist worker gets its own database, created
+empty and migrated with the real Alembic revisions. Every test commits for real
+(concurrency tests need it) and the tables are emptied after it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command as alembic_command
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from campus import create_app
+from campus.database import Base, db, make_engine
+from campus.settings import Settings
+
+POSTGRES_URL = os.environ.get("DATABASE_URL", "")
+ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ON_POSTGRES:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[str]:
+    if not ON_POSTGRES:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+        return
+    server = make_url(POSTGRES_URL)
+    name = f"{server.database or 'campus'}_test_{worker_id}"
+    admin = make_engine(
+        server.set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    db.session.remove()
+    if db.engine is not None:
+        db.engine.dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def instance_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One instance folder per test session: generated keys and the development
+    PKI are made once, as on a real first run."""
+    return tmp_path_factory.mktemp("instance")
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    db.bind(engine)
+    alembic_command.upgrade(db.alembic_config(), "head")
+    yield engine
+
+
+@pytest.fixture
+def settings(database_url: str, instance_path: Path, engine: Engine) -> Settings:
+    return Settings(
+        mode="development",
+        instance_path=instance_path,
+        database_url=database_url,
+        scheduler=False,
+        base_url="http://localhost",
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine) -> Iterator:
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    with app.app_context():
+        yield app
+    db.session.remove()
+    empty_tables(engine)
+
+
+def empty_tables(engine: Engine) -> None:
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def session(app) -> Session:  # type: ignore[no-untyped-def]
+    return db.session()
+
+
+@pytest.fixture
+def client(app) -> FlaskClient:  # type: ignore[no-untyped-def]
+    return app.test_client()
