@@ -22,9 +22,9 @@ db_cli = AppGroup("db", help="Create and migrate the database.")
 
 
 @db_cli.command("upgrade")
-@click.argument("revision", default="head")
+@click.argument("revision", default="heads")
 def db_upgrade(revision: str) -> None:
-    """Migrate the database up to REVISION (default: the newest)."""
+    """Migrate the database up to REVISION (default: the newest of every line)."""
     alembic_command.upgrade(db.alembic_config(), revision)
     click.echo(f"database at {db.current_revision()}")
 
@@ -45,9 +45,15 @@ def db_current() -> None:
 
 @db_cli.command("revision")
 @click.option("-m", "--message", required=True)
-def db_revision(message: str) -> None:
+@click.option("--head", default="0001", show_default=False,
+              help="The revision the new one follows (its package's latest).")
+@click.option("--rev-id", default=None, help="Revision id, e.g. 0002.")
+def db_revision(message: str, head: str, rev_id: str | None) -> None:
     """Write a new revision from the difference between models and database."""
-    alembic_command.revision(db.alembic_config(), message=message, autogenerate=True)
+    alembic_command.revision(
+        db.alembic_config(), message=message, autogenerate=True, head=head,
+        rev_id=rev_id,
+    )
 
 
 operator_cli = AppGroup("operator", help="Manage staff accounts.")

@@ -181,13 +181,18 @@ class Database:
         config.attributes["engine"] = self.engine
         return config
 
-    def head_revision(self) -> str | None:
-        return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
+    # Each package keeps its own line of revisions (a branch from the first one),
+    # so the schema is current when the database holds every line's head.
 
-    def current_revision(self) -> str | None:
+    def head_revision(self) -> str:
+        heads = ScriptDirectory.from_config(self.alembic_config()).get_heads()
+        return ",".join(sorted(heads))
+
+    def current_revision(self) -> str:
         assert self.engine is not None
         with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            heads = MigrationContext.configure(connection).get_current_heads()
+        return ",".join(sorted(heads))
 
     def ensure_schema_current(self) -> None:
         """Raise ``SchemaNotCurrent`` naming the command to run, unless the

@@ -9,6 +9,7 @@ empty and migrated with the real Alembic revisions. Every test commits for real
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> It
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
         return
     server = make_url(POSTGRES_URL)
-    name = f"{server.database or 'campus'}_test_{worker_id}"
+    # Unique per run as well as per worker: two runs on one server must not share.
+    name = f"{server.database or 'campus'}_test_{worker_id}_{uuid.uuid4().hex[:8]}"
     admin = make_engine(
         server.set(database="postgres").render_as_string(hide_password=False),
         isolation_level="AUTOCOMMIT",
@@ -70,7 +72,7 @@ def instance_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     db.bind(engine)
-    alembic_command.upgrade(db.alembic_config(), "head")
+    alembic_command.upgrade(db.alembic_config(), "heads")
     yield engine
 
 

@@ -1,0 +1,1 @@
+"""Payment channels behind one interface: see ``payments.channels.base``."""
