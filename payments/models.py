@@ -1,6 +1,7 @@
 """The payments tables, imported together for Alembic."""
 
 from payments.cards import Card, CardStatusChange
+from payments.channels.received import ReceivedNotification
 from payments.ledger import Account, JournalEntry, Posting
 from payments.merchants import Merchant, Terminal
 
@@ -11,5 +12,6 @@ __all__ = [
     "JournalEntry",
     "Merchant",
     "Posting",
+    "ReceivedNotification",
     "Terminal",
 ]

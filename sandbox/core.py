@@ -1,0 +1,264 @@
+"""What both sandbox gateways share: a movable clock, fault switches, an outbox of
+notifications retried on the channel's schedule, and a loopback server.
+
+The gateways imitate WeChat Pay v3 and Alipay closely enough that our adapters reach
+them through the real SDKs by configuration alone. They keep their own state (their
+own SQLite file in the instance folder), never ours: to the service they are a
+foreign system on the other end of HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from wsgiref.types import WSGIApplication
+
+import requests
+from werkzeug.serving import BaseWSGIServer, make_server
+
+logger = logging.getLogger(__name__)
+
+
+class Clock:
+    """Real time plus an offset that tests and the control page can move, so that
+    retry schedules, expiry and bill days pass without sleeping."""
+
+    def __init__(self) -> None:
+        self._offset = dt.timedelta(0)
+        self._lock = threading.Lock()
+
+    def now(self) -> dt.datetime:
+        with self._lock:
+            return dt.datetime.now(dt.UTC) + self._offset
+
+    def advance(self, seconds: float) -> dt.datetime:
+        with self._lock:
+            self._offset += dt.timedelta(seconds=seconds)
+        return self.now()
+
+    def set(self, moment: dt.datetime) -> None:
+        if moment.tzinfo is None:
+            raise ValueError("the sandbox clock needs an aware datetime")
+        with self._lock:
+            self._offset = moment - dt.datetime.now(dt.UTC)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._offset = dt.timedelta(0)
+
+
+ANY_ORDER = "*"
+
+
+class Faults:
+    """Fault switches, for every order of a channel or for one ``out_trade_no``.
+
+    A switch is a name and a value, e.g. ``("latency_ms", 800)``,
+    ``("user_paying_seconds", 30)``, ``("notification", "drop")``. What each name
+    means is decided by the gateway that reads it; ``FAULT_NAMES`` lists them.
+    A switch for one order wins over the switch for every order.
+    """
+
+    def __init__(self) -> None:
+        self._switches: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def set(
+        self, channel: str, name: str, value: Any, out_trade_no: str = ANY_ORDER
+    ) -> None:
+        with self._lock:
+            self._switches.setdefault((channel, out_trade_no), {})[name] = value
+        logger.info(
+            "sandbox_fault_set",
+            extra={"channel": channel, "fault": name, "order": out_trade_no},
+        )
+
+    def get(self, channel: str, name: str, out_trade_no: str | None = None) -> Any:
+        with self._lock:
+            if out_trade_no is not None:
+                own = self._switches.get((channel, out_trade_no), {})
+                if name in own:
+                    return own[name]
+            return self._switches.get((channel, ANY_ORDER), {}).get(name)
+
+    def clear(self, channel: str | None = None) -> None:
+        with self._lock:
+            for key in list(self._switches):
+                if channel is None or key[0] == channel:
+                    del self._switches[key]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {"channel": channel, "order": order, "name": name, "value": value}
+                for (channel, order), switches in self._switches.items()
+                for name, value in switches.items()
+            ]
+
+
+# The channels' published retry schedules, in seconds after the previous attempt.
+# WeChat Pay v3: 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h (24h4m).
+WECHAT_RETRY_SCHEDULE = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600,
+                         10800, 10800, 10800, 21600, 21600)
+# Alipay: 4m/10m/10m/1h/2h/6h/15h.
+ALIPAY_RETRY_SCHEDULE = (240, 600, 600, 3600, 7200, 21600, 54000)
+
+
+@dataclasses.dataclass
+class Delivery:
+    """One notification on its way to a merchant's ``notify_url``."""
+
+    id: int
+    channel: str
+    out_trade_no: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    accepted: Callable[[requests.Response], bool]
+    schedule: Sequence[int]
+    due_at: dt.datetime
+    attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    done: bool = False
+    gave_up: bool = False
+
+
+class Outbox:
+    """Notifications waiting to be sent, each retried on its channel's schedule
+    until the receiver answers as the channel expects.
+
+    ``deliver_due`` sends whatever is due by the sandbox clock; a background
+    thread calls it every second when the sandbox is served, and tests call it
+    directly after moving the clock.
+    """
+
+    def __init__(self, clock: Clock, timeout: float = 5.0) -> None:
+        self.clock = clock
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._deliveries: list[Delivery] = []
+        self._lock = threading.Lock()
+        self._http = requests.Session()
+
+    def enqueue(
+        self,
+        *,
+        channel: str,
+        out_trade_no: str,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        accepted: Callable[[requests.Response], bool],
+        schedule: Sequence[int],
+        delay_seconds: float = 0,
+    ) -> Delivery:
+        delivery = Delivery(
+            id=next(self._ids),
+            channel=channel,
+            out_trade_no=out_trade_no,
+            url=url,
+            body=body,
+            headers=dict(headers),
+            accepted=accepted,
+            schedule=schedule,
+            due_at=self.clock.now() + dt.timedelta(seconds=delay_seconds),
+        )
+        with self._lock:
+            self._deliveries.append(delivery)
+        return delivery
+
+    def due(self) -> list[Delivery]:
+        now = self.clock.now()
+        with self._lock:
+            return [d for d in self._deliveries if not d.done and d.due_at <= now]
+
+    def pending(self, channel: str | None = None) -> list[Delivery]:
+        with self._lock:
+            return [
+                d for d in self._deliveries
+                if not d.done and (channel is None or d.channel == channel)
+            ]
+
+    def all(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._deliveries)
+
+    def deliver_due(self) -> int:
+        """Send every due notification once; return how many were accepted."""
+        accepted = 0
+        for delivery in self.due():
+            if self._attempt(delivery):
+                accepted += 1
+        return accepted
+
+    def _attempt(self, delivery: Delivery) -> bool:
+        record: dict[str, Any] = {"at": self.clock.now().isoformat()}
+        try:
+            response = self._http.post(
+                delivery.url,
+                data=delivery.body,
+                headers=delivery.headers,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as error:
+            record["error"] = type(error).__name__
+            ok = False
+        else:
+            record["status"] = response.status_code
+            record["body"] = response.text[:200]
+            ok = delivery.accepted(response)
+        delivery.attempts.append(record)
+        if ok:
+            delivery.done = True
+        else:
+            retry = len(delivery.attempts) - 1
+            if retry < len(delivery.schedule):
+                delivery.due_at = self.clock.now() + dt.timedelta(
+                    seconds=delivery.schedule[retry]
+                )
+            else:
+                delivery.done = delivery.gave_up = True
+        logger.info(
+            "sandbox_notification_attempt",
+            extra={
+                "channel": delivery.channel,
+                "order": delivery.out_trade_no,
+                "attempt": len(delivery.attempts),
+                "accepted": ok,
+            },
+        )
+        return ok
+
+
+class LoopbackServer:
+    """A WSGI app served on 127.0.0.1 in a background thread, on a free port unless
+    one is given: real HTTP, so the SDKs' own HTTP code runs."""
+
+    def __init__(self, app: WSGIApplication, port: int = 0) -> None:
+        self._server: BaseWSGIServer = make_server(
+            "127.0.0.1", port, app, threaded=True
+        )
+        self.port = self._server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"loopback-{self.port}", daemon=True
+        )
+
+    def start(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
