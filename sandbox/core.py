@@ -262,3 +262,49 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Gateway:
+    """What each simulated channel offers the sandbox: its own WSGI app, mounted at
+    ``/<name>``, and the demo payers' side for the shared payer pages."""
+
+    name: str
+    app: WSGIApplication
+
+    def payers(self) -> list[dict[str, Any]]:
+        """Demo payers: ``{"id", "name", "balance_fen", ...}``."""
+        raise NotImplementedError
+
+    def current_code(self, payer_id: str) -> str:
+        """The payer's current one-use payment code, refreshed as the app does."""
+        raise NotImplementedError
+
+
+class Sandbox:
+    """The shared state of one sandbox: clock, faults, outbox, and its gateways.
+
+    ``wsgi`` is what gets served: each gateway at ``/<name>`` (so that a gateway
+    sees request paths exactly as the real API's, e.g. ``/v3/pay/transactions/
+    native``), and the control and payer pages at ``/``.
+    """
+
+    def __init__(self, instance_path: Any, clock: Clock | None = None) -> None:
+        self.instance_path = instance_path
+        self.clock = clock or Clock()
+        self.faults = Faults()
+        self.outbox = Outbox(self.clock)
+        self.gateways: dict[str, Gateway] = {}
+        self.control_app: WSGIApplication | None = None
+
+    def register(self, gateway: Gateway) -> None:
+        self.gateways[gateway.name] = gateway
+
+    def wsgi(self) -> WSGIApplication:
+        from werkzeug.exceptions import NotFound
+        from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+        root = self.control_app or NotFound()
+        return DispatcherMiddleware(
+            root,  # type: ignore[arg-type]
+            {f"/{name}": gateway.app for name, gateway in self.gateways.items()},
+        )
