@@ -132,7 +132,7 @@ class Database:
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
-        self._factory = sessionmaker(expire_on_commit=False)
+        self._factory = sessionmaker()
         self.session: scoped_session[Session] = scoped_session(self._factory)
         self._schema_checked = False
 

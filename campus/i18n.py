@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from flask import Flask, Response, g, has_request_context, request
-from flask_babel import Babel
+from flask_babel import Babel, refresh
 
 LOCALES = ("zh", "en")
 DEFAULT_LOCALE = "zh"
@@ -38,6 +38,9 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _remember_lang() -> None:
+        # Flask-Babel caches the locale on the app context, which a request may
+        # share with an enclosing one (the CLI, tests); choose afresh per request.
+        refresh()
         g.lang_choice = request.args.get("lang")
 
     @app.after_request

@@ -418,20 +418,22 @@ def check_ledger(session: Session) -> list[LedgerProblem]:
             )
         ).all()
     )
-    for account in session.scalars(select(Account).order_by(Account.code)):
-        posted = sums.get(account.id, 0)
-        if account.balance_fen != posted:
+    # Columns, not entities: objects already in the session could carry balances
+    # read before another transaction's commit.
+    accounts = session.execute(
+        select(Account.id, Account.code, Account.balance_fen, Account.allow_negative)
+        .order_by(Account.code)
+    )
+    for account_id, code, cached, allow_negative in accounts:
+        posted = sums.get(account_id, 0)
+        if cached != posted:
             problems.append(
                 LedgerProblem(
-                    account.code,
-                    f"cached balance {account.balance_fen} fen, postings sum to "
-                    f"{posted} fen",
+                    code, f"cached balance {cached} fen, postings sum to {posted} fen"
                 )
             )
-        if not account.allow_negative and account.balance_fen < 0:
-            problems.append(
-                LedgerProblem(account.code, f"negative balance {account.balance_fen}")
-            )
+        if not allow_negative and cached < 0:
+            problems.append(LedgerProblem(code, f"negative balance {cached} fen"))
     return problems
 
 
