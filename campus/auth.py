@@ -325,7 +325,9 @@ def dev_sign_in() -> Any:
             _sign_in_person(person, via="development")
             return redirect(_safe_next(request.args.get("next")))
     examples = db.session.scalars(
-        select(Person).where(Person.kind == PersonKind.STUDENT).order_by(Person.number)
+        select(Person)
+        .where(Person.kind == PersonKind.STUDENT)
+        .order_by(Person.number)
         .limit(5)
     ).all()
     return render_template("auth/dev_sign_in.html", error=error, examples=examples)

@@ -45,13 +45,20 @@ def db_current() -> None:
 
 @db_cli.command("revision")
 @click.option("-m", "--message", required=True)
-@click.option("--head", default="0001", show_default=False,
-              help="The revision the new one follows (its package's latest).")
+@click.option(
+    "--head",
+    default="0001",
+    show_default=False,
+    help="The revision the new one follows (its package's latest).",
+)
 @click.option("--rev-id", default=None, help="Revision id, e.g. 0002.")
 def db_revision(message: str, head: str, rev_id: str | None) -> None:
     """Write a new revision from the difference between models and database."""
     alembic_command.revision(
-        db.alembic_config(), message=message, autogenerate=True, head=head,
+        db.alembic_config(),
+        message=message,
+        autogenerate=True,
+        head=head,
         rev_id=rev_id,
     )
 
@@ -91,10 +98,14 @@ def serve(host: str, port: int, threads: int) -> None:
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     settings = app.extensions["campus.settings"]
-    click.echo(f"\n  校园卡服务已启动 / Campus card service is running: http://{host}:{port}/")
+    click.echo(
+        f"\n  校园卡服务已启动 / Campus card service is running: http://{host}:{port}/"
+    )
     if not settings.production:
         click.echo("  学生（开发登录）/ students (development sign-in): /sign-in")
-        click.echo("  工作人员 / staff: /operator/sign-in  (demo: admin / admin-demo-pass)")
+        click.echo(
+            "  工作人员 / staff: /operator/sign-in  (demo: admin / admin-demo-pass)"
+        )
         click.echo("  API 文档 / API docs: /docs\n")
     waitress.serve(app, host=host, port=port, threads=threads, ident="campus-card")
 

@@ -123,7 +123,9 @@ def make_engine(url: str, **options: Any) -> Engine:
         return engine
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 40)
-    options.setdefault("pool_pre_ping", True)
+    # Recycling, not pre-ping: a ping costs a round trip on every checkout, which on
+    # the payment path is a tenth of the work.
+    options.setdefault("pool_recycle", 1800)
     return create_engine(url, **options)
 
 

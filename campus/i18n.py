@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from flask import Flask, Response, g, has_request_context, request
-from flask_babel import Babel, refresh
+from flask_babel import Babel, get_locale, refresh
 
 LOCALES = ("zh", "en")
 DEFAULT_LOCALE = "zh"
@@ -35,6 +35,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Shanghai")
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
     babel.init_app(app, locale_selector=select_locale)
+    app.jinja_env.globals["get_locale"] = get_locale
 
     @app.before_request
     def _remember_lang() -> None:

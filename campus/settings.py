@@ -125,7 +125,7 @@ class Settings:
         if self.log_format not in {"", "text", "json"}:
             raise SettingsError(f"{PREFIX}LOG_FORMAT must be 'text' or 'json'")
         try:
-            self.zone
+            ZoneInfo(self.timezone)
         except (KeyError, ValueError) as error:
             raise SettingsError(f"{PREFIX}TIMEZONE: unknown zone") from error
         if not self.production:

@@ -8,13 +8,25 @@ from apiflask import APIBlueprint, Schema, fields
 from apiflask.validators import OneOf
 from flask_babel import gettext
 
-from campus.auth import Role, current_operator, current_student, requires_role
-from campus.auth import requires_student
+from campus.auth import (
+    Role,
+    current_operator,
+    current_student,
+    requires_role,
+    requires_student,
+)
 from campus.database import db
 from campus.errors import NotFound
 from campus.people import find_person
 from payments import ledger
-from payments.cards import Card, CardStatus, cards_of, change_status, find_card, open_card
+from payments.cards import (
+    Card,
+    CardStatus,
+    cards_of,
+    change_status,
+    find_card,
+    open_card,
+)
 from payments.money import format_yuan
 
 bp = APIBlueprint("cards", __name__, tag="Cards", url_prefix="/api")
@@ -90,7 +102,11 @@ def _actor() -> str:
 @bp.post("/cards")
 @bp.input(OpenCardIn, arg_name="request_body")
 @bp.output(CardOut, status_code=201)
-@bp.doc(summary="Open a card for a person", security="session", responses=[400, 401, 403, 404, 409])
+@bp.doc(
+    summary="Open a card for a person",
+    security="session",
+    responses=[400, 401, 403, 404, 409],
+)
 @requires_role(Role.ADMIN)
 def open_card_api(request_body: dict[str, Any]) -> dict[str, Any]:
     with db.transaction() as session:
@@ -109,7 +125,9 @@ def open_card_api(request_body: dict[str, Any]) -> dict[str, Any]:
 
 @bp.get("/cards/<number>")
 @bp.output(CardWithStatement)
-@bp.doc(summary="A card with its balance and recent statement", responses=[401, 403, 404])
+@bp.doc(
+    summary="A card with its balance and recent statement", responses=[401, 403, 404]
+)
 @requires_role(Role.FINANCE, Role.AUDITOR, Role.CASHIER)
 def get_card(number: str) -> dict[str, Any]:
     return card_out(find_card(db.session, number), with_statement=True)
@@ -129,7 +147,9 @@ def change_card_status(number: str, change: dict[str, str]) -> dict[str, Any]:
     if wanted is CardStatus.CLOSED:
         return _close_card(number, change["reason"])
     with db.transaction() as session:
-        card = change_status(session, number, wanted, reason=change["reason"], actor=_actor())
+        card = change_status(
+            session, number, wanted, reason=change["reason"], actor=_actor()
+        )
     return card_out(card)
 
 
@@ -144,7 +164,9 @@ def _close_card(number: str, reason: str) -> dict[str, Any]:
 
 @bp.get("/ledger/check")
 @bp.output(LedgerCheckOut)
-@bp.doc(summary="Trial balance and cached balances against postings", responses=[401, 403])
+@bp.doc(
+    summary="Trial balance and cached balances against postings", responses=[401, 403]
+)
 @requires_role(Role.FINANCE, Role.AUDITOR)
 def ledger_check() -> dict[str, Any]:
     problems = ledger.check_ledger(db.session)
@@ -161,4 +183,6 @@ def ledger_check() -> dict[str, Any]:
 def my_cards() -> list[dict[str, Any]]:
     person = current_student()
     assert person is not None
-    return [card_out(card, with_statement=True) for card in cards_of(db.session, person)]
+    return [
+        card_out(card, with_statement=True) for card in cards_of(db.session, person)
+    ]

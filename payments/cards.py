@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import logging
 import secrets
+from typing import NamedTuple
 
 from flask_babel import lazy_gettext
 from sqlalchemy import Boolean, ForeignKey, String, select
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from campus.database import Base, str_enum, utcnow
 from campus.errors import CardNotActive, Conflict, InvalidInput, NotFound
 from campus.people import Person
-from payments.ledger import Account, AccountKind, open_account
+from payments.ledger import Account, AccountKind, AccountRef, open_account
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,12 @@ class CardStatus(enum.StrEnum):
 
 
 TRANSITIONS: dict[CardStatus, frozenset[CardStatus]] = {
-    CardStatus.ACTIVE: frozenset({CardStatus.FROZEN, CardStatus.LOST, CardStatus.CLOSED}),
-    CardStatus.FROZEN: frozenset({CardStatus.ACTIVE, CardStatus.LOST, CardStatus.CLOSED}),
+    CardStatus.ACTIVE: frozenset(
+        {CardStatus.FROZEN, CardStatus.LOST, CardStatus.CLOSED}
+    ),
+    CardStatus.FROZEN: frozenset(
+        {CardStatus.ACTIVE, CardStatus.LOST, CardStatus.CLOSED}
+    ),
     CardStatus.LOST: frozenset({CardStatus.ACTIVE, CardStatus.CLOSED}),
     CardStatus.CLOSED: frozenset(),
 }
@@ -63,10 +68,10 @@ class Card(Base):
     """The card keeps a balance on its chip, loaded at a terminal (issue 4)."""
     opened_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
-    person: Mapped[Person] = relationship(lazy="joined")
+    person: Mapped[Person] = relationship()
     wallet: Mapped[Account] = relationship(lazy="joined")
     history: Mapped[list[CardStatusChange]] = relationship(
-        back_populates="card", order_by="CardStatusChange.id", lazy="selectin"
+        back_populates="card", order_by="CardStatusChange.id"
     )
 
     @property
@@ -85,7 +90,9 @@ class CardStatusChange(Base):
     from_status: Mapped[CardStatus | None] = mapped_column(
         str_enum(CardStatus, name="from_status")
     )
-    to_status: Mapped[CardStatus] = mapped_column(str_enum(CardStatus, name="to_status"))
+    to_status: Mapped[CardStatus] = mapped_column(
+        str_enum(CardStatus, name="to_status")
+    )
     reason: Mapped[str] = mapped_column(String(255))
     changed_by: Mapped[str] = mapped_column(String(64))
     changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -122,6 +129,50 @@ def lock_card(session: Session, number: str) -> Card:
     if card is None:
         raise CardNotFound(lazy_gettext("No card numbered %(number)s.", number=number))
     return card
+
+
+class LockedCard(NamedTuple):
+    """A card row locked for a payment, with what the ledger needs of its wallet."""
+
+    id: int
+    number: str
+    status: CardStatus
+    wallet: AccountRef
+
+
+_LOCK_FOR_PAYMENT = (
+    select(
+        Card.__table__.c.id,
+        Card.__table__.c.status,
+        Account.__table__.c.id,
+        Account.__table__.c.code,
+        Account.__table__.c.allow_negative,
+    )
+    .join_from(
+        Card.__table__,
+        Account.__table__,
+        Card.__table__.c.wallet_account_id == Account.__table__.c.id,
+    )
+    .with_for_update(of=Card.__table__)
+)
+
+
+def lock_card_for_payment(session: Session, number: str) -> LockedCard:
+    """Like ``lock_card``, in one Core query: the payment path's first statement."""
+    row = (
+        session.connection()
+        .execute(_LOCK_FOR_PAYMENT.where(Card.__table__.c.number == number))
+        .first()
+    )
+    if row is None:
+        raise CardNotFound(lazy_gettext("No card numbered %(number)s.", number=number))
+    card_id, status, wallet_id, wallet_code, allow_negative = row
+    return LockedCard(
+        card_id,
+        number,
+        CardStatus(status),
+        AccountRef(wallet_id, wallet_code, allow_negative),
+    )
 
 
 def cards_of(session: Session, person: Person) -> list[Card]:
@@ -218,7 +269,7 @@ def change_status(
     return card
 
 
-def require_active(card: Card) -> None:
+def require_active(card: Card | LockedCard) -> None:
     if card.status is not CardStatus.ACTIVE:
         raise CardNotActive(
             lazy_gettext("This card is %(status)s.", status=_status_label(card.status)),

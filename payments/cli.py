@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 
@@ -118,18 +119,59 @@ def ledger_check() -> None:
     sys.exit(1)
 
 
-SURNAMES = [("王", "Wang"), ("李", "Li"), ("张", "Zhang"), ("刘", "Liu"), ("陈", "Chen"),
-            ("杨", "Yang"), ("赵", "Zhao"), ("黄", "Huang"), ("周", "Zhou"), ("吴", "Wu"),
-            ("徐", "Xu"), ("孙", "Sun"), ("胡", "Hu"), ("朱", "Zhu"), ("高", "Gao")]
-GIVEN = [("伟", "Wei"), ("芳", "Fang"), ("娜", "Na"), ("敏", "Min"), ("静", "Jing"),
-         ("磊", "Lei"), ("洋", "Yang"), ("艳", "Yan"), ("勇", "Yong"), ("杰", "Jie"),
-         ("娟", "Juan"), ("涛", "Tao"), ("明", "Ming"), ("超", "Chao"), ("秀英", "Xiuying"),
-         ("思远", "Siyuan"), ("雨桐", "Yutong"), ("子涵", "Zihan"), ("浩然", "Haoran")]
+SURNAMES = [
+    ("王", "Wang"),
+    ("李", "Li"),
+    ("张", "Zhang"),
+    ("刘", "Liu"),
+    ("陈", "Chen"),
+    ("杨", "Yang"),
+    ("赵", "Zhao"),
+    ("黄", "Huang"),
+    ("周", "Zhou"),
+    ("吴", "Wu"),
+    ("徐", "Xu"),
+    ("孙", "Sun"),
+    ("胡", "Hu"),
+    ("朱", "Zhu"),
+    ("高", "Gao"),
+]
+GIVEN = [
+    ("伟", "Wei"),
+    ("芳", "Fang"),
+    ("娜", "Na"),
+    ("敏", "Min"),
+    ("静", "Jing"),
+    ("磊", "Lei"),
+    ("洋", "Yang"),
+    ("艳", "Yan"),
+    ("勇", "Yong"),
+    ("杰", "Jie"),
+    ("娟", "Juan"),
+    ("涛", "Tao"),
+    ("明", "Ming"),
+    ("超", "Chao"),
+    ("秀英", "Xiuying"),
+    ("思远", "Siyuan"),
+    ("雨桐", "Yutong"),
+    ("子涵", "Zihan"),
+    ("浩然", "Haoran"),
+]
 MERCHANTS = [
     ("C1W01", "一食堂 1 号窗口", "Canteen 1, window 1", MerchantKind.CANTEEN_WINDOW),
     ("C1W02", "一食堂 2 号窗口", "Canteen 1, window 2", MerchantKind.CANTEEN_WINDOW),
-    ("C1W03", "一食堂 清真窗口", "Canteen 1, halal window", MerchantKind.CANTEEN_WINDOW),
-    ("C2W01", "二食堂 面食窗口", "Canteen 2, noodle window", MerchantKind.CANTEEN_WINDOW),
+    (
+        "C1W03",
+        "一食堂 清真窗口",
+        "Canteen 1, halal window",
+        MerchantKind.CANTEEN_WINDOW,
+    ),
+    (
+        "C2W01",
+        "二食堂 面食窗口",
+        "Canteen 2, noodle window",
+        MerchantKind.CANTEEN_WINDOW,
+    ),
     ("C2W02", "二食堂 麻辣烫", "Canteen 2, malatang", MerchantKind.CANTEEN_WINDOW),
     ("SHOP01", "校园超市", "Campus supermarket", MerchantKind.SHOP),
     ("SHOP02", "图文打印店", "Print shop", MerchantKind.SHOP),
@@ -155,11 +197,15 @@ def demo_seed(students: int, random_seed: int) -> None:
         click.echo("demo data already present")
         return
     rng = random.Random(random_seed)
+    # One INFO line per card and entry would bury the summary.
+    logging.getLogger("payments").setLevel(logging.WARNING)
     with db.transaction() as session:
         for username, role, name in OPERATORS:
             create_operator(session, username, f"{username}-demo-pass", [role], name)
         opening = ledger.system_account(
-            session, "opening", ledger.AccountKind.SUSPENSE,
+            session,
+            "opening",
+            ledger.AccountKind.SUSPENSE,
             "opening balances from the previous card system",
         )
         for code, name_zh, name_en, kind in MERCHANTS:

@@ -29,6 +29,7 @@ import enum
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from flask_babel import lazy_gettext
 from sqlalchemy import (
@@ -38,9 +39,11 @@ from sqlalchemy import (
     ForeignKey,
     String,
     func,
+    insert,
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from sqlalchemy.orm.attributes import set_committed_value
@@ -153,6 +156,23 @@ class Posting(Base):
     account: Mapped[Account] = relationship(lazy="joined")
 
 
+ACCOUNTS = Account.__table__
+ENTRIES = JournalEntry.__table__
+POSTINGS = Posting.__table__
+
+
+class AccountRef(NamedTuple):
+    """What posting needs of an account, read without loading the ORM object (the
+    payment path locks a card and its wallet in one Core query)."""
+
+    id: int
+    code: str
+    allow_negative: bool
+
+
+AccountLike = Account | AccountRef
+
+
 class UnbalancedEntry(ValueError):
     """Postings that do not sum to zero, or fewer than two: a programming error."""
 
@@ -162,17 +182,32 @@ class IdempotencyConflict(Conflict):
     title = lazy_gettext("The same reference was used for a different movement")
 
 
-@dataclasses.dataclass(frozen=True)
 class Posted:
-    """The entry for an event, and whether this call posted it."""
+    """The entry for an event, and whether this call posted it. The entry itself
+    is loaded only when asked for."""
 
-    entry: JournalEntry
-    created: bool
+    __slots__ = ("_entry", "_session", "created", "entry_id")
+
+    def __init__(
+        self,
+        session: Session,
+        entry_id: int,
+        created: bool,
+        entry: JournalEntry | None = None,
+    ) -> None:
+        self._session = session
+        self.entry_id = entry_id
+        self.created = created
+        self._entry = entry
+
+    @property
+    def entry(self) -> JournalEntry:
+        if self._entry is None:
+            self._entry = self._session.get_one(JournalEntry, self.entry_id)
+        return self._entry
 
 
-def open_account(
-    session: Session, code: str, kind: AccountKind, name: str
-) -> Account:
+def open_account(session: Session, code: str, kind: AccountKind, name: str) -> Account:
     account = Account(
         code=code,
         kind=kind,
@@ -185,7 +220,9 @@ def open_account(
     return account
 
 
-def system_account(session: Session, code: str, kind: AccountKind, name: str) -> Account:
+def system_account(
+    session: Session, code: str, kind: AccountKind, name: str
+) -> Account:
     """The account with ``code``, opened on first use. Safe when two transactions
     open it at once: the loser of the unique constraint reads the winner's."""
     account = session.scalar(select(Account).where(Account.code == code))
@@ -200,7 +237,9 @@ def system_account(session: Session, code: str, kind: AccountKind, name: str) ->
 
 def clearing_account(session: Session, channel: str) -> Account:
     return system_account(
-        session, f"clearing:{channel}", AccountKind.CHANNEL_CLEARING,
+        session,
+        f"clearing:{channel}",
+        AccountKind.CHANNEL_CLEARING,
         f"{channel} clearing",
     )
 
@@ -220,7 +259,7 @@ def post_entry(
     *,
     kind: EntryKind,
     idempotency_ref: str,
-    postings: Sequence[tuple[Account, int]],
+    postings: Sequence[tuple[AccountLike, int]],
     order_ref: str | None = None,
     memo: str | None = None,
     created_by: str | None = None,
@@ -235,35 +274,48 @@ def post_entry(
     _check_balanced(postings)
     existing = _find_entry(session, idempotency_ref)
     if existing is not None:
-        return Posted(_same_or_conflict(existing, postings), created=False)
+        return _replayed(session, existing, postings)
 
     deltas: dict[int, int] = defaultdict(int)
     accounts = {}
     for account, amount in postings:
         deltas[account.id] += amount
         accounts[account.id] = account
+    # Core statements on the session's connection rather than the unit of work:
+    # this is the hot path of every payment, and the ORM's bookkeeping would cost
+    # more than the database does.
+    connection = session.connection()
     try:
-        with session.begin_nested():
-            entry = JournalEntry(
-                kind=kind,
-                idempotency_ref=idempotency_ref,
-                order_ref=order_ref,
-                memo=memo,
-                created_by=created_by,
-            )
-            session.add(entry)
+        with connection.begin_nested():
             # The unique reference is taken first: a second poster of the same
             # event waits here, holding no account lock, until the first commits.
-            session.flush()
+            entry_id = connection.scalar(
+                insert(ENTRIES)
+                .values(
+                    kind=kind,
+                    idempotency_ref=idempotency_ref,
+                    order_ref=order_ref,
+                    memo=memo,
+                    created_by=created_by,
+                    created_at=utcnow(),
+                )
+                .returning(ENTRIES.c.id)
+            )
             # Accounts in id order, so that two entries touching the same accounts
             # lock them in the same order and cannot deadlock.
             for account_id in sorted(deltas):
-                _apply(session, accounts[account_id], deltas[account_id])
-            session.add_all(
-                Posting(entry=entry, account_id=account.id, amount_fen=amount)
-                for account, amount in postings
+                _apply(connection, accounts[account_id], deltas[account_id])
+            connection.execute(
+                insert(POSTINGS),
+                [
+                    {
+                        "entry_id": entry_id,
+                        "account_id": account.id,
+                        "amount_fen": amount,
+                    }
+                    for account, amount in postings
+                ],
             )
-            session.flush()
     except IntegrityError:
         # Either another transaction posted the same event first (its entry is
         # visible now that it has committed), or a constraint refused the change.
@@ -274,21 +326,22 @@ def post_entry(
             "entry_already_posted",
             extra={"idempotency_ref": idempotency_ref, "order": order_ref},
         )
-        return Posted(_same_or_conflict(existing, postings), created=False)
+        return _replayed(session, existing, postings)
 
+    assert entry_id is not None
     logger.info(
         "entry_posted",
         extra={
-            "entry": entry.id,
+            "entry": entry_id,
             "kind": kind.value,
             "order": order_ref,
             "idempotency_ref": idempotency_ref,
         },
     )
-    return Posted(entry, created=True)
+    return Posted(session, entry_id, created=True)
 
 
-def _check_balanced(postings: Sequence[tuple[Account, int]]) -> None:
+def _check_balanced(postings: Sequence[tuple[AccountLike, int]]) -> None:
     if len(postings) < 2:
         raise UnbalancedEntry("an entry needs at least two postings")
     for _, amount in postings:
@@ -298,45 +351,52 @@ def _check_balanced(postings: Sequence[tuple[Account, int]]) -> None:
         raise UnbalancedEntry("postings do not sum to zero")
 
 
-def _find_entry(session: Session, idempotency_ref: str) -> JournalEntry | None:
-    return session.scalar(
-        select(JournalEntry).where(JournalEntry.idempotency_ref == idempotency_ref)
+def _find_entry(session: Session, idempotency_ref: str) -> int | None:
+    return session.connection().scalar(
+        select(ENTRIES.c.id).where(ENTRIES.c.idempotency_ref == idempotency_ref)
     )
 
 
-def _same_or_conflict(
-    entry: JournalEntry, postings: Sequence[tuple[Account, int]]
-) -> JournalEntry:
+def _replayed(
+    session: Session, entry_id: int, postings: Sequence[tuple[AccountLike, int]]
+) -> Posted:
+    """The already posted entry, if it moved the same money; else a conflict."""
     wanted = sorted((account.id, amount) for account, amount in postings)
-    posted = sorted((posting.account_id, posting.amount_fen) for posting in entry.postings)
+    posted = sorted(
+        (account_id, amount)
+        for account_id, amount in session.execute(
+            select(Posting.account_id, Posting.amount_fen).where(
+                Posting.entry_id == entry_id
+            )
+        )
+    )
     if wanted != posted:
-        raise IdempotencyConflict(idempotency_ref=entry.idempotency_ref)
-    return entry
+        raise IdempotencyConflict(entry=entry_id)
+    return Posted(session, entry_id, created=False)
 
 
-def _apply(session: Session, account: Account, delta: int) -> None:
+def _apply(connection: Connection, account: AccountLike, delta: int) -> None:
     statement = (
-        update(Account)
-        .where(Account.id == account.id)
-        .values(balance_fen=Account.balance_fen + delta)
-        .returning(Account.balance_fen)
+        update(ACCOUNTS)
+        .where(ACCOUNTS.c.id == account.id)
+        .values(balance_fen=ACCOUNTS.c.balance_fen + delta)
+        .returning(ACCOUNTS.c.balance_fen)
     )
     if delta < 0 and not account.allow_negative:
         # Conditional: under concurrency the row lock makes the second debit re-read
         # the balance the first one left, and match nothing if it is too small.
-        statement = statement.where(Account.balance_fen >= -delta)
-    balance = session.execute(
-        statement, execution_options={"synchronize_session": False}
-    ).scalar_one_or_none()
+        statement = statement.where(ACCOUNTS.c.balance_fen >= -delta)
+    balance = connection.execute(statement).scalar_one_or_none()
     if balance is None:
         logger.info(
             "insufficient_funds",
             extra={"account": account.code, "needed_fen": -delta},
         )
         raise InsufficientFunds(account=account.code)
-    # Keep the loaded object truthful without marking it dirty: a later flush must
-    # never write an absolute balance over a concurrent change.
-    set_committed_value(account, "balance_fen", balance)
+    if isinstance(account, Account):
+        # Keep a loaded object truthful without marking it dirty: a later flush
+        # must never write an absolute balance over a concurrent change.
+        set_committed_value(account, "balance_fen", balance)
 
 
 def transfer(
@@ -344,8 +404,8 @@ def transfer(
     *,
     kind: EntryKind,
     idempotency_ref: str,
-    source: Account,
-    destination: Account,
+    source: AccountLike,
+    destination: AccountLike,
     amount_fen: int,
     order_ref: str | None = None,
     memo: str | None = None,
@@ -421,8 +481,9 @@ def check_ledger(session: Session) -> list[LedgerProblem]:
     # Columns, not entities: objects already in the session could carry balances
     # read before another transaction's commit.
     accounts = session.execute(
-        select(Account.id, Account.code, Account.balance_fen, Account.allow_negative)
-        .order_by(Account.code)
+        select(
+            Account.id, Account.code, Account.balance_fen, Account.allow_negative
+        ).order_by(Account.code)
     )
     for account_id, code, cached, allow_negative in accounts:
         posted = sums.get(account_id, 0)

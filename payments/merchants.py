@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from campus.database import Base, str_enum, utcnow
 from campus.errors import Conflict, NotFound
-from payments.ledger import Account, AccountKind, open_account
+from payments.ledger import Account, AccountKind, AccountRef, open_account
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,17 @@ class Merchant(Base):
     name_en: Mapped[str] = mapped_column(String(128))
     kind: Mapped[MerchantKind] = mapped_column(str_enum(MerchantKind, length=24))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    payable_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
-    settled_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    payable_account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id"), unique=True
+    )
+    settled_account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id"), unique=True
+    )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
-    payable: Mapped[Account] = relationship(foreign_keys=[payable_account_id])
+    payable: Mapped[Account] = relationship(
+        foreign_keys=[payable_account_id], lazy="joined"
+    )
     settled: Mapped[Account] = relationship(foreign_keys=[settled_account_id])
     terminals: Mapped[list[Terminal]] = relationship(back_populates="merchant")
 
@@ -103,6 +109,27 @@ def find_merchant(session: Session, code: str) -> Merchant:
     if merchant is None:
         raise MerchantNotFound(lazy_gettext("No merchant %(code)s.", code=code))
     return merchant
+
+
+def payable_of(session: Session, code: str) -> AccountRef:
+    """The payable account of an active merchant, in one Core query: what the
+    payment path needs, without loading the merchant."""
+    accounts = Account.__table__
+    merchants = Merchant.__table__
+    row = (
+        session.connection()
+        .execute(
+            select(accounts.c.id, accounts.c.code, accounts.c.allow_negative)
+            .join_from(
+                merchants, accounts, merchants.c.payable_account_id == accounts.c.id
+            )
+            .where(merchants.c.code == code, merchants.c.active.is_(True))
+        )
+        .first()
+    )
+    if row is None:
+        raise MerchantNotFound(lazy_gettext("No merchant %(code)s.", code=code))
+    return AccountRef(*row)
 
 
 def add_terminal(session: Session, merchant: Merchant, name: str) -> Terminal:

@@ -41,9 +41,7 @@ def parse_fen(
         )
     fraction = match["fraction"] or ""
     if len(fraction) > 2:
-        raise InvalidAmount(
-            lazy_gettext("An amount has at most two decimals (fen).")
-        )
+        raise InvalidAmount(lazy_gettext("An amount has at most two decimals (fen)."))
     if len(match["whole"]) > 12:
         raise InvalidAmount(lazy_gettext("The amount is too large."))
     fen = int(match["whole"]) * 100 + int(fraction.ljust(2, "0"))
@@ -57,8 +55,9 @@ def check_fen(fen: int, *, allow_zero: bool = False, maximum: int = ABSURD_FEN) 
         raise InvalidAmount(lazy_gettext("The amount must be more than zero."))
     if fen > maximum:
         raise InvalidAmount(
-            lazy_gettext("The amount may not exceed %(limit)s yuan.",
-                         limit=format_yuan(maximum)),
+            lazy_gettext(
+                "The amount may not exceed %(limit)s yuan.", limit=format_yuan(maximum)
+            ),
             limit_fen=maximum,
         )
     return fen

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from payments.cards import lock_card, require_active
-from payments.ledger import Account, EntryKind, Posted, transfer
+from payments.cards import lock_card_for_payment, require_active
+from payments.ledger import AccountLike, AccountRef, EntryKind, Posted, transfer
 from payments.merchants import Merchant
 
 
 def credit_wallet(
     session: Session,
     card_number: str,
-    source: Account,
+    source: AccountLike,
     amount_fen: int,
     *,
     kind: EntryKind,
@@ -28,7 +28,7 @@ def credit_wallet(
 ) -> Posted:
     """Money into an active card's wallet from ``source`` (a channel's clearing
     account for a top-up, a merchant's payable for a refund)."""
-    card = lock_card(session, card_number)
+    card = lock_card_for_payment(session, card_number)
     require_active(card)
     return transfer(
         session,
@@ -46,7 +46,7 @@ def credit_wallet(
 def pay_from_wallet(
     session: Session,
     card_number: str,
-    merchant: Merchant,
+    merchant: Merchant | AccountRef,
     amount_fen: int,
     *,
     idempotency_ref: str,
@@ -54,16 +54,17 @@ def pay_from_wallet(
     memo: str | None = None,
     created_by: str | None = None,
 ) -> Posted:
-    """An active card pays a merchant from its wallet. Raises ``InsufficientFunds``
-    and posts nothing when the wallet holds less than ``amount_fen``."""
-    card = lock_card(session, card_number)
+    """An active card pays a merchant (or straight to its payable account, see
+    ``merchants.payable_of``) from its wallet. Raises ``InsufficientFunds`` and
+    posts nothing when the wallet holds less than ``amount_fen``."""
+    card = lock_card_for_payment(session, card_number)
     require_active(card)
     return transfer(
         session,
         kind=EntryKind.PAYMENT,
         idempotency_ref=idempotency_ref,
         source=card.wallet,
-        destination=merchant.payable,
+        destination=merchant if isinstance(merchant, AccountRef) else merchant.payable,
         amount_fen=amount_fen,
         order_ref=order_ref,
         memo=memo,

@@ -8,6 +8,7 @@ empty and migrated with the real Alembic revisions. Every test commits for real
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from campus import create_app
+from campus.auth import Role, create_operator
 from campus.database import Base, db, make_engine
 from campus.settings import Settings
 
@@ -28,7 +30,9 @@ POSTGRES_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     if ON_POSTGRES:
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL")
@@ -38,7 +42,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[str]:
+def database_url(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Iterator[str]:
     if not ON_POSTGRES:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
         return
@@ -101,7 +107,9 @@ def empty_tables(engine: Engine) -> None:
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
-            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            connection.execute(
+                text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            )
         else:
             for table in tables:
                 connection.execute(text(f"DELETE FROM {table}"))
@@ -115,3 +123,21 @@ def session(app) -> Session:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def client(app) -> FlaskClient:  # type: ignore[no-untyped-def]
     return app.test_client()
+
+
+_operators = itertools.count(1)
+
+
+@pytest.fixture
+def sign_in_operator(session: Session, client):
+    def sign_in(*roles: Role) -> None:
+        username = f"op{next(_operators)}"
+        create_operator(session, username, "correct horse battery", list(roles))
+        session.commit()
+        response = client.post(
+            "/api/operators/sign-in",
+            json={"username": username, "password": "correct horse battery"},
+        )
+        assert response.status_code == 200
+
+    return sign_in

@@ -7,7 +7,6 @@ import itertools
 import pytest
 from sqlalchemy.orm import Session
 
-from campus.auth import Role, create_operator
 from campus.people import Person, PersonKind
 from payments import ledger
 from payments.cards import Card, open_card
@@ -21,12 +20,15 @@ def make_card(session: Session):
     def make(balance_fen: int = 0, **options) -> Card:
         serial = next(_numbers)
         person = Person(
-            number=f"S{serial:07d}", kind=PersonKind.STUDENT,
-            name_zh=f"测试{serial}", name_en=f"Test {serial}",
+            number=f"S{serial:07d}",
+            kind=PersonKind.STUDENT,
+            name_zh=f"测试{serial}",
+            name_en=f"Test {serial}",
         )
         session.add(person)
-        card = open_card(session, person, actor="test", number=f"8800{serial:08d}",
-                         **options)
+        card = open_card(
+            session, person, actor="test", number=f"8800{serial:08d}", **options
+        )
         if balance_fen:
             ledger.transfer(
                 session,
@@ -45,23 +47,11 @@ def make_card(session: Session):
 @pytest.fixture
 def merchant(session: Session) -> Merchant:
     merchant = open_merchant(
-        session, f"M{next(_numbers):05d}", "测试窗口", "Test window",
+        session,
+        f"M{next(_numbers):05d}",
+        "测试窗口",
+        "Test window",
         MerchantKind.CANTEEN_WINDOW,
     )
     session.commit()
     return merchant
-
-
-@pytest.fixture
-def sign_in_operator(session: Session, client):
-    def sign_in(*roles: Role) -> None:
-        username = f"op{next(_numbers)}"
-        create_operator(session, username, "correct horse battery", list(roles))
-        session.commit()
-        response = client.post(
-            "/api/operators/sign-in",
-            json={"username": username, "password": "correct horse battery"},
-        )
-        assert response.status_code == 200
-
-    return sign_in

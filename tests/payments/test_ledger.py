@@ -17,7 +17,11 @@ def test_a_payment_moves_money_from_wallet_to_merchant(session, make_card, merch
     card = make_card(balance_fen=1000)
 
     posted = pay_from_wallet(
-        session, card.number, merchant, 350, idempotency_ref="payment:P1",
+        session,
+        card.number,
+        merchant,
+        350,
+        idempotency_ref="payment:P1",
         order_ref="P1",
     )
     session.commit()
@@ -49,8 +53,12 @@ def test_a_debit_beyond_the_balance_posts_nothing(session, make_card, merchant):
 def test_the_same_event_posts_once(session, make_card, merchant):
     card = make_card(balance_fen=1000)
 
-    first = pay_from_wallet(session, card.number, merchant, 100, idempotency_ref="payment:P3")
-    second = pay_from_wallet(session, card.number, merchant, 100, idempotency_ref="payment:P3")
+    first = pay_from_wallet(
+        session, card.number, merchant, 100, idempotency_ref="payment:P3"
+    )
+    second = pay_from_wallet(
+        session, card.number, merchant, 100, idempotency_ref="payment:P3"
+    )
     session.commit()
 
     assert first.created and not second.created
@@ -58,33 +66,41 @@ def test_the_same_event_posts_once(session, make_card, merchant):
     assert card.wallet.balance_fen == 900
 
 
-def test_a_reference_reused_for_another_movement_is_refused(session, make_card, merchant):
+def test_a_reference_reused_for_another_movement_is_refused(
+    session, make_card, merchant
+):
     card = make_card(balance_fen=1000)
     pay_from_wallet(session, card.number, merchant, 100, idempotency_ref="payment:P4")
     session.commit()
 
     with pytest.raises(ledger.IdempotencyConflict):
-        pay_from_wallet(session, card.number, merchant, 200, idempotency_ref="payment:P4")
+        pay_from_wallet(
+            session, card.number, merchant, 200, idempotency_ref="payment:P4"
+        )
 
 
-@pytest.mark.parametrize(
-    "amounts", [[100], [100, -99], [100, 0, -100], [100, -100.0]]
-)
-def test_unbalanced_or_odd_postings_are_a_programming_error(session, make_card, amounts):
+@pytest.mark.parametrize("amounts", [[100], [100, -99], [100, 0, -100], [100, -100.0]])
+def test_unbalanced_or_odd_postings_are_a_programming_error(
+    session, make_card, amounts
+):
     card = make_card()
     other = ledger.suspense_account(session)
     accounts = [card.wallet, other, other]
 
     with pytest.raises(ledger.UnbalancedEntry):
         ledger.post_entry(
-            session, kind=EntryKind.ADJUSTMENT, idempotency_ref="bad",
+            session,
+            kind=EntryKind.ADJUSTMENT,
+            idempotency_ref="bad",
             postings=list(zip(accounts, amounts, strict=False)),
         )
 
 
 def test_reversal_undoes_an_entry_once(session, make_card, merchant):
     card = make_card(balance_fen=500)
-    posted = pay_from_wallet(session, card.number, merchant, 200, idempotency_ref="payment:P5")
+    posted = pay_from_wallet(
+        session, card.number, merchant, 200, idempotency_ref="payment:P5"
+    )
     session.commit()
 
     first = ledger.reverse_entry(session, posted.entry, reason="code payment reversed")
@@ -128,7 +144,9 @@ def test_check_finds_an_entry_that_does_not_balance(session, make_card):
     posting = session.scalars(
         select(Posting).where(Posting.account_id == card.wallet.id)
     ).one()
-    session.execute(update(Posting).where(Posting.id == posting.id).values(amount_fen=299))
+    session.execute(
+        update(Posting).where(Posting.id == posting.id).values(amount_fen=299)
+    )
     session.execute(
         update(Account).where(Account.id == card.wallet.id).values(balance_fen=299)
     )
@@ -143,12 +161,20 @@ def test_check_finds_an_entry_that_does_not_balance(session, make_card):
 def test_statement_shows_the_balance_after_each_line(session, make_card, merchant):
     card = make_card(balance_fen=1000)
     for index, amount in enumerate([100, 250]):
-        pay_from_wallet(session, card.number, merchant, amount,
-                        idempotency_ref=f"payment:S{index}", order_ref=f"S{index}")
+        pay_from_wallet(
+            session,
+            card.number,
+            merchant,
+            amount,
+            idempotency_ref=f"payment:S{index}",
+            order_ref=f"S{index}",
+        )
     session.commit()
 
     lines = ledger.statement(session, card.wallet)
 
     assert [(line.amount_fen, line.balance_fen) for line in lines] == [
-        (-250, 650), (-100, 900), (1000, 1000),
+        (-250, 650),
+        (-100, 900),
+        (1000, 1000),
     ]

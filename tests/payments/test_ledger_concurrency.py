@@ -46,8 +46,9 @@ def test_100_concurrent_debits_never_overdraw(session, make_card, merchant):
 
     def debit(index, own_session):
         own_merchant = find_merchant(own_session, merchant_code)
-        pay_from_wallet(own_session, number, own_merchant, 70,
-                        idempotency_ref=f"race:{index}")
+        pay_from_wallet(
+            own_session, number, own_merchant, 70, idempotency_ref=f"race:{index}"
+        )
         return "paid"
 
     outcomes = _race(100, 32, debit)
@@ -65,8 +66,9 @@ def test_one_reference_from_10_threads_posts_once(session, make_card, merchant):
 
     def debit(index, own_session):
         own_merchant = find_merchant(own_session, merchant_code)
-        posted = pay_from_wallet(own_session, number, own_merchant, 100,
-                                 idempotency_ref="race:same-event")
+        posted = pay_from_wallet(
+            own_session, number, own_merchant, 100, idempotency_ref="race:same-event"
+        )
         return "created" if posted.created else "replayed"
 
     outcomes = _race(10, 10, debit)

@@ -52,23 +52,35 @@ def test_random_movements_keep_the_ledger_balanced(session, make_card, merchant,
         try:
             if action == "credit":
                 card = index
-                result = credit_wallet(session, cards[card].number, clearing, amount,
-                                       kind=EntryKind.TOP_UP, idempotency_ref=ref)
+                result = credit_wallet(
+                    session,
+                    cards[card].number,
+                    clearing,
+                    amount,
+                    kind=EntryKind.TOP_UP,
+                    idempotency_ref=ref,
+                )
                 expected[card] += amount
                 posted_entries.append((result.entry, {card: amount}))
             elif action == "debit":
                 card = index
-                result = pay_from_wallet(session, cards[card].number, merchant, amount,
-                                         idempotency_ref=ref)
+                result = pay_from_wallet(
+                    session, cards[card].number, merchant, amount, idempotency_ref=ref
+                )
                 expected[card] -= amount
                 payments.append((card, amount, ref))
                 posted_entries.append((result.entry, {card: -amount}))
             elif action == "refund" and payments:
                 card, paid, _ = payments[index % len(payments)]
                 amount = min(amount, paid)
-                result = credit_wallet(session, cards[card].number, merchant.payable,
-                                       amount, kind=EntryKind.REFUND,
-                                       idempotency_ref=ref)
+                result = credit_wallet(
+                    session,
+                    cards[card].number,
+                    merchant.payable,
+                    amount,
+                    kind=EntryKind.REFUND,
+                    idempotency_ref=ref,
+                )
                 expected[card] += amount
                 posted_entries.append((result.entry, {card: amount}))
             elif action == "reverse" and posted_entries:
@@ -81,13 +93,23 @@ def test_random_movements_keep_the_ledger_balanced(session, make_card, merchant,
                         expected[card] -= delta
             elif action == "freeze":
                 target = CardStatus.ACTIVE if frozen[index] else CardStatus.FROZEN
-                change_status(session, cards[index].number, target, reason="property",
-                              actor="test")
+                change_status(
+                    session,
+                    cards[index].number,
+                    target,
+                    reason="property",
+                    actor="test",
+                )
                 frozen[index] = not frozen[index]
             elif action == "replay" and payments:
                 card, amount, old_ref = payments[index % len(payments)]
-                result = pay_from_wallet(session, cards[card].number, merchant, amount,
-                                         idempotency_ref=old_ref)
+                result = pay_from_wallet(
+                    session,
+                    cards[card].number,
+                    merchant,
+                    amount,
+                    idempotency_ref=old_ref,
+                )
                 assert not result.created
             session.commit()
         except CardNotActive:

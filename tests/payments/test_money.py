@@ -26,8 +26,24 @@ def test_parses_yuan_exactly(app, text, fen):
 
 @pytest.mark.parametrize(
     "text",
-    ["12.505", "-1", "-0.01", "0", "0.00", "abc", "", "1e3", "12,50", "1,000.00",
-     "1000000.01", "99999999999999", ".5", "NaN", "12.5.0", True],
+    [
+        "12.505",
+        "-1",
+        "-0.01",
+        "0",
+        "0.00",
+        "abc",
+        "",
+        "1e3",
+        "12,50",
+        "1,000.00",
+        "1000000.01",
+        "99999999999999",
+        ".5",
+        "NaN",
+        "12.5.0",
+        True,
+    ],
 )
 def test_refuses_what_is_not_an_exact_positive_amount(app, text):
     with pytest.raises(InvalidAmount) as raised:
@@ -48,8 +64,16 @@ def test_a_lower_maximum_is_enforced_and_named(app):
     assert raised.value.fields["limit_fen"] == 50_000
 
 
-@pytest.mark.parametrize(("fen", "text"), [(1250, "12.50"), (1, "0.01"), (0, "0.00"),
-                                          (-5, "-0.05"), (100_000_000, "1000000.00")])
+@pytest.mark.parametrize(
+    ("fen", "text"),
+    [
+        (1250, "12.50"),
+        (1, "0.01"),
+        (0, "0.00"),
+        (-5, "-0.05"),
+        (100_000_000, "1000000.00"),
+    ],
+)
 def test_formats_fen_as_yuan(fen, text):
     assert format_yuan(fen) == text
 
