@@ -1,1 +1,0 @@
-"""Parsers of the channels' daily bills, each reading its own format by header name."""
