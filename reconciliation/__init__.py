@@ -1,0 +1,1 @@
+"""Bill download and parsing, matching against our ledger, repair and reports."""

@@ -1,0 +1,1 @@
+"""Parsers of the channels' daily bills, each reading its own format by header name."""

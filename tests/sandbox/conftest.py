@@ -1,0 +1,179 @@
+"""A sandbox served on a real loopback port, and a notification receiver.
+
+Both are made once per test session; ``served_sandbox`` puts the sandbox back to
+its defaults (clock, faults, gateway settings, outbox) before each test. The
+sandbox is mounted at ``/sandbox`` as under the service, so a gateway lives at
+``<url>/sandbox/<name>``. Other test packages import these fixtures by name::
+
+    from tests.sandbox.conftest import (  # noqa: F401
+        _receiver, _served, receiver, sandbox_instance, served_sandbox,
+    )
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.wrappers import Request, Response
+
+from sandbox import create_sandbox
+from sandbox.core import Clock, LoopbackServer, Sandbox
+
+
+@dataclasses.dataclass
+class ServedSandbox:
+    sandbox: Sandbox
+    server: LoopbackServer
+
+    @property
+    def url(self) -> str:
+        """Where the sandbox's control and payer pages are."""
+        return self.server.url + "/sandbox"
+
+    def gateway_url(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def pay(self, prepay_id: str, payer: str = "demo-1", **form: str) -> requests.Response:
+        """A demo payer confirms on the payer page, through HTTP."""
+        return requests.post(
+            f"{self.url}/pay/wechat/{prepay_id}",
+            data={"payer": payer, "action": "confirm", **form},
+            allow_redirects=False,
+            timeout=10,
+        )
+
+    def deliver(self) -> int:
+        return self.sandbox.outbox.deliver_due()
+
+    @property
+    def clock(self) -> Clock:
+        return self.sandbox.clock
+
+
+@dataclasses.dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    path: str
+
+
+class Receiver:
+    """A merchant's notify_url on a loopback port: records every request and
+    answers with the statuses queued in ``answers`` (then ``default``)."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.answers: list[tuple[int, bytes]] = []
+        self.default: tuple[int, bytes] = (204, b"")
+        self._lock = threading.Lock()
+        self.server = LoopbackServer(self._app).start()
+
+    def url(self, path: str = "/notify") -> str:
+        return self.server.url + path
+
+    def reset(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self.answers.clear()
+            self.default = (204, b"")
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        with self._lock:
+            self.received.append(
+                Received(dict(request.headers), request.get_data(), request.path)
+            )
+            status, body = self.answers.pop(0) if self.answers else self.default
+        return Response(body, status=status)(environ, start_response)
+
+
+@pytest.fixture(scope="session")
+def sandbox_instance(instance_path: Path) -> Path:
+    """The tests' instance folder: the sandbox's generated keys land where the
+    app's embedded default configuration reads them."""
+    return instance_path
+
+
+@pytest.fixture(scope="session")
+def _served(sandbox_instance: Path) -> Iterator[ServedSandbox]:
+    sandbox = create_sandbox(sandbox_instance)
+    app = DispatcherMiddleware(NotFound(), {"/sandbox": sandbox.wsgi()})
+    server = LoopbackServer(app).start()  # type: ignore[arg-type]
+    yield ServedSandbox(sandbox, server)
+    for gateway in sandbox.gateways.values():
+        if hasattr(gateway, "close"):
+            gateway.close()
+    server.stop()
+
+
+@pytest.fixture
+def served_sandbox(_served: ServedSandbox) -> ServedSandbox:
+    """The session's sandbox, back at its defaults."""
+    sandbox = _served.sandbox
+    sandbox.clock.reset()
+    sandbox.faults.clear()
+    for delivery in sandbox.outbox.pending():
+        # A previous test's notifications are not this test's business.
+        delivery.done = True
+    wechat = sandbox.gateways["wechat"]
+    wechat.configure(  # type: ignore[attr-defined]
+        platform_mode="public_key",
+        signing_serial=wechat.keys.platform_certificates[-1].serial,  # type: ignore[attr-defined]
+        refund_seconds=5,
+    )
+    wechat.release_held()  # type: ignore[attr-defined]
+    return _served
+
+
+@pytest.fixture(scope="session")
+def _receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.server.stop()
+
+
+@pytest.fixture
+def receiver(_receiver: Receiver) -> Receiver:
+    _receiver.reset()
+    return _receiver
+
+
+@pytest.fixture
+def make_wechat_channel(
+    served_sandbox: ServedSandbox, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """``make(mode)``: our WeChat adapter as the app's embedded default builds it
+    (``WechatChannel.from_app``), aimed at the served sandbox, with the sandbox
+    signing in the same platform mode and the adapter reading the sandbox clock.
+    Keyword arguments replace config fields."""
+    from payments.channels.wechat import WechatChannel
+
+    gateway_url = served_sandbox.gateway_url("wechat")
+    monkeypatch.setenv("CAMPUS_WECHAT_GATEWAY_URL", gateway_url)
+    monkeypatch.setenv(
+        "CAMPUS_WECHAT_OAUTH_AUTHORIZE_URL", gateway_url + "/connect/oauth2/authorize"
+    )
+    monkeypatch.setenv("CAMPUS_WECHAT_OAUTH_API_URL", gateway_url)
+
+    def make(mode: str = "public_key", **changes: Any) -> WechatChannel:
+        served_sandbox.sandbox.gateways["wechat"].configure(  # type: ignore[attr-defined]
+            platform_mode=mode
+        )
+        monkeypatch.setenv("CAMPUS_WECHAT_PLATFORM_MODE", mode)
+        channel = WechatChannel.from_app(app, now=served_sandbox.clock.now)
+        if changes:
+            channel = WechatChannel(
+                dataclasses.replace(channel.config, **changes),
+                now=served_sandbox.clock.now,
+            )
+        return channel
+
+    return make
