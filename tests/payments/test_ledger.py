@@ -178,3 +178,28 @@ def test_statement_shows_the_balance_after_each_line(session, make_card, merchan
         (-100, 900),
         (1000, 1000),
     ]
+
+
+@pytest.mark.parametrize("status", ["frozen", "lost", "closed"])
+def test_a_card_that_is_not_active_cannot_pay_or_be_credited(
+    session, make_card, merchant, status
+):
+    from campus.errors import CardNotActive
+    from payments.cards import CardStatus, change_status
+    from payments.wallet import credit_wallet
+
+    card = make_card(balance_fen=0 if status == "closed" else 500)
+    change_status(session, card.number, CardStatus(status), reason="test", actor="t")
+    session.commit()
+    entries_before = _count(session, JournalEntry)
+
+    with pytest.raises(CardNotActive) as refused_payment:
+        pay_from_wallet(session, card.number, merchant, 100, idempotency_ref="p:x")
+    session.rollback()
+    with pytest.raises(CardNotActive):
+        credit_wallet(session, card.number, ledger.clearing_account(session, "wechat"),
+                      100, kind=EntryKind.TOP_UP, idempotency_ref="t:x")
+    session.rollback()
+
+    assert refused_payment.value.fields["card_status"] == status
+    assert _count(session, JournalEntry) == entries_before
