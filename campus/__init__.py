@@ -73,9 +73,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
 
     import payments
     import signing
+    import transcripts
 
     payments.init_app(app)
     signing.init_app(app)
+    transcripts.init_app(app)
 
     @app.get("/")
     @app.doc(hide=True)
