@@ -67,7 +67,7 @@ PAYMENT_CODE = re.compile(r"1[0-5]\d{16}")
 PAID = (TradeState.SUCCESS, TradeState.REFUND)
 
 FAULT_NAMES = {
-    "latency_ms": "answer API calls this many milliseconds late",
+    "latency_ms": "carry out API calls, then answer this many milliseconds late",
     "no_answer": "hold API calls this many seconds without answering",
     "http_status": "answer API calls with this 5xx status from a proxy",
     "system_error": "answer API calls 500 SYSTEM_ERROR (any true value)",
@@ -428,6 +428,7 @@ class WechatGateway(Gateway):
     def _make_app(self) -> Flask:
         app = Flask(__name__, template_folder=str(TEMPLATES))
         app.before_request(self._gate)
+        app.after_request(self._late)
         app.register_error_handler(ApiError, self._error)
         routes: list[tuple[str, str, Callable[..., Any]]] = [
             ("GET", "/v3/certificates", self._certificates),
@@ -487,9 +488,6 @@ class WechatGateway(Gateway):
         if not request.path.startswith("/v3/"):
             return None
         order = self._order_hint()
-        latency = self.faults.get(CHANNEL, "latency_ms", order)
-        if latency:
-            time.sleep(float(latency) / 1000)
         hold = self.faults.get(CHANNEL, "no_answer", order)
         if hold:
             # The caller gives up first; what we answer afterwards nobody reads.
@@ -506,6 +504,15 @@ class WechatGateway(Gateway):
         if self.faults.get(CHANNEL, "system_error", order):
             raise ApiError(500, "SYSTEM_ERROR", "系统错误")
         return None
+
+    def _late(self, response: Response) -> Response:
+        # The call has been carried out; only its answer is late, which is what
+        # makes a timeout's outcome unknown rather than failed.
+        if request.path.startswith("/v3/"):
+            latency = self.faults.get(CHANNEL, "latency_ms", self._order_hint())
+            if latency:
+                time.sleep(float(latency) / 1000)
+        return response
 
     def _authenticate(self) -> None:
         try:

@@ -41,7 +41,9 @@ class ServedSandbox:
     def gateway_url(self, name: str) -> str:
         return f"{self.url}/{name}"
 
-    def pay(self, prepay_id: str, payer: str = "demo-1", **form: str) -> requests.Response:
+    def pay(
+        self, prepay_id: str, payer: str = "demo-1", **form: str
+    ) -> requests.Response:
         """A demo payer confirms on the payer page, through HTTP."""
         return requests.post(
             f"{self.url}/pay/wechat/{prepay_id}",

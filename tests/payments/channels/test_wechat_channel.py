@@ -1,6 +1,10 @@
 """Every WechatChannel call against the sandbox, through wechatpayv3 and real HTTP,
 in platform-public-key mode and in platform-certificate mode."""
 
+# The shared sandbox fixtures are imported by name, so each test's parameter of
+# the same name looks like a redefinition to the linter.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,7 +26,7 @@ from payments.channels.base import (
 )
 from payments.channels.received import remember_accepted
 from payments.channels.wechat import WechatChannel
-from tests.sandbox.conftest import (  # noqa: F401
+from tests.sandbox.conftest import (  # noqa: F401 (fixtures)
     Receiver,
     ServedSandbox,
     _receiver,
@@ -37,11 +41,11 @@ SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
 
 @pytest.fixture(params=["public_key", "certificate"])
-def wechat(request: pytest.FixtureRequest, make_wechat_channel) -> WechatChannel:  # noqa: F811
+def wechat(request: pytest.FixtureRequest, make_wechat_channel) -> WechatChannel:
     return make_wechat_channel(request.param)
 
 
-def new_order(receiver: Receiver, amount_fen: int = 1250) -> OrderRequest:  # noqa: F811
+def new_order(receiver: Receiver, amount_fen: int = 1250) -> OrderRequest:
     return OrderRequest(
         out_trade_no="T" + uuid.uuid4().hex[:24],
         amount_fen=amount_fen,
@@ -55,7 +59,10 @@ def prepay_of(qr: str) -> str:
 
 
 def test_native_order_paid_on_the_payer_page_notifies_and_queries_paid(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver, session  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
+    session,
 ) -> None:
     order = new_order(receiver)
     checkout = wechat.create_order(order, PayerContext(PayerKind.NATIVE))
@@ -76,15 +83,20 @@ def test_native_order_paid_on_the_payer_page_notifies_and_queries_paid(
     paid = wechat.query(order.out_trade_no)
     assert paid.state == TradeState.SUCCEEDED
     assert paid.transaction_id == notification.payment.transaction_id
-    assert paid.paid_at is not None and paid.paid_at.utcoffset() == dt.timedelta(hours=8)
+    assert paid.paid_at is not None and paid.paid_at.utcoffset() == dt.timedelta(
+        hours=8
+    )
     again = wechat.query_by_transaction_id(paid.transaction_id or "")
     assert again.out_trade_no == order.out_trade_no
-    assert remember_accepted(session, "wechat", notification.notification_id,
-                             order.out_trade_no)
+    assert remember_accepted(
+        session, "wechat", notification.notification_id, order.out_trade_no
+    )
 
 
 def test_jsapi_order_for_the_openid_from_web_oauth(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     # The browser inside WeChat is sent to authorize, picks who it is, and comes
     # back to our redirect_uri with a code.
@@ -92,8 +104,9 @@ def test_jsapi_order_for_the_openid_from_web_oauth(
     browser = requests.Session()
     chooser = browser.get(start, timeout=10)
     assert "张三" in chooser.text
-    back = browser.post(start.split("#")[0], data={"payer": "demo-2"},
-                        allow_redirects=False, timeout=10)
+    back = browser.post(
+        start.split("#")[0], data={"payer": "demo-2"}, allow_redirects=False, timeout=10
+    )
     assert back.status_code == 302
     query = parse_qs(urlsplit(back.headers["Location"]).query)
     assert query["state"] == ["s1"]
@@ -109,27 +122,42 @@ def test_jsapi_order_for_the_openid_from_web_oauth(
     params = checkout.jsapi_params
     assert params is not None and params["package"].startswith("prepay_id=")
     # The sandbox's stand-in for getBrandWCPayRequest checks paySign.
-    cashier = requests.get(f"{served_sandbox.url}/pay/wechat/jsapi", params=params,
-                           allow_redirects=False, timeout=10)
+    cashier = requests.get(
+        f"{served_sandbox.url}/pay/wechat/jsapi",
+        params=params,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert cashier.status_code == 302
     forged = dict(params, paySign=params["paySign"][::-1])
-    refused = requests.get(f"{served_sandbox.url}/pay/wechat/jsapi", params=forged,
-                           timeout=10)
+    refused = requests.get(
+        f"{served_sandbox.url}/pay/wechat/jsapi", params=forged, timeout=10
+    )
     assert refused.status_code == 400
-    assert served_sandbox.pay(params["package"][len("prepay_id="):],
-                              payer="demo-2").status_code == 200
+    assert (
+        served_sandbox.pay(
+            params["package"][len("prepay_id=") :], payer="demo-2"
+        ).status_code
+        == 200
+    )
     result = wechat.query(order.out_trade_no)
     assert result.state == TradeState.SUCCEEDED
     assert result.payer_id == openid
 
 
 def test_h5_order_sends_the_browser_to_the_cashier_and_back(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     order = new_order(receiver)
     checkout = wechat.create_order(
-        order, PayerContext(PayerKind.H5, client_ip="10.1.2.3",
-                            return_url="http://127.0.0.1/topup/result")
+        order,
+        PayerContext(
+            PayerKind.H5,
+            client_ip="10.1.2.3",
+            return_url="http://127.0.0.1/topup/result",
+        ),
     )
     assert checkout.redirect_url is not None
     cashier = requests.get(checkout.redirect_url, timeout=10)
@@ -143,7 +171,8 @@ def test_h5_order_sends_the_browser_to_the_cashier_and_back(
 
 
 def test_app_order_gives_signed_parameters_for_the_app(
-    wechat: WechatChannel, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    receiver: Receiver,
 ) -> None:
     checkout = wechat.create_order(new_order(receiver), PayerContext(PayerKind.APP))
     params = checkout.raw["app_params"]
@@ -152,7 +181,8 @@ def test_app_order_gives_signed_parameters_for_the_app(
 
 
 def test_repeating_a_create_gives_the_same_prepay_and_a_changed_one_is_refused(
-    wechat: WechatChannel, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    receiver: Receiver,
 ) -> None:
     order = new_order(receiver)
     first = wechat.create_order(order, PayerContext(PayerKind.NATIVE))
@@ -165,7 +195,9 @@ def test_repeating_a_create_gives_the_same_prepay_and_a_changed_one_is_refused(
 
 
 def test_code_payment_is_paid_at_once_and_the_code_works_only_once(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     gateway = served_sandbox.sandbox.gateways["wechat"]
     code = gateway.current_code("demo-1")
@@ -179,7 +211,9 @@ def test_code_payment_is_paid_at_once_and_the_code_works_only_once(
 
 
 def test_code_payment_beyond_the_balance_is_refused(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     code = served_sandbox.sandbox.gateways["wechat"].current_code("demo-3")
     order = new_order(receiver, 1_000_000)
@@ -190,7 +224,9 @@ def test_code_payment_beyond_the_balance_is_refused(
 
 
 def test_code_payment_waiting_for_the_password_is_paid_when_it_is_typed(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     gateway = served_sandbox.sandbox.gateways["wechat"]
     gateway.set_password_needed("demo-1", 20)
@@ -201,13 +237,18 @@ def test_code_payment_waiting_for_the_password_is_paid_when_it_is_typed(
     served_sandbox.clock.advance(21)
     assert wechat.query(order.out_trade_no).state == TradeState.SUCCEEDED
     # The switch is for the next payment only.
-    assert wechat.pay_with_code(
-        new_order(receiver, 300), gateway.current_code("demo-1")
-    ).state == TradeState.SUCCEEDED
+    assert (
+        wechat.pay_with_code(
+            new_order(receiver, 300), gateway.current_code("demo-1")
+        ).state
+        == TradeState.SUCCEEDED
+    )
 
 
 def test_reverse_gives_a_paid_code_payment_back(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     gateway = served_sandbox.sandbox.gateways["wechat"]
     before = {p["id"]: p["balance_fen"] for p in gateway.payers()}["demo-2"]
@@ -221,7 +262,9 @@ def test_reverse_gives_a_paid_code_payment_back(
 
 
 def test_close_makes_an_unpaid_order_unpayable(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     order = new_order(receiver)
     checkout = wechat.create_order(order, PayerContext(PayerKind.NATIVE))
@@ -232,11 +275,14 @@ def test_close_makes_an_unpaid_order_unpayable(
 
 
 def test_closing_a_paid_order_is_refused_with_orderpaid(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     order = new_order(receiver)
-    wechat.pay_with_code(order, served_sandbox.sandbox.gateways["wechat"]
-                         .current_code("demo-1"))
+    wechat.pay_with_code(
+        order, served_sandbox.sandbox.gateways["wechat"].current_code("demo-1")
+    )
     with pytest.raises(ChannelRejected) as refused:
         wechat.close(order.out_trade_no)
     assert refused.value.error_code == "ORDERPAID"
@@ -248,13 +294,22 @@ def test_unknown_order_and_refund_are_not_found(wechat: WechatChannel) -> None:
 
 
 def test_refund_succeeds_later_and_notifies(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     order = new_order(receiver, 2000)
-    wechat.pay_with_code(order, served_sandbox.sandbox.gateways["wechat"]
-                         .current_code("demo-1"))
-    request = RefundRequest(order.out_trade_no, "R" + uuid.uuid4().hex[:20], 500, 2000,
-                            reason="退一部分", notify_url=receiver.url("/notify/refund"))
+    wechat.pay_with_code(
+        order, served_sandbox.sandbox.gateways["wechat"].current_code("demo-1")
+    )
+    request = RefundRequest(
+        order.out_trade_no,
+        "R" + uuid.uuid4().hex[:20],
+        500,
+        2000,
+        reason="退一部分",
+        notify_url=receiver.url("/notify/refund"),
+    )
     asked = wechat.refund(request)
     assert asked.state == RefundState.PROCESSING and asked.amount_fen == 500
     assert served_sandbox.deliver() == 0
@@ -271,26 +326,31 @@ def test_refund_succeeds_later_and_notifies(
     assert notification.refund.amount_fen == 500
     assert wechat.query(order.out_trade_no).state == TradeState.REFUNDED
     with pytest.raises(ChannelRejected):
-        wechat.refund(RefundRequest(order.out_trade_no, "R" + uuid.uuid4().hex[:20],
-                                    1600, 2000))
+        wechat.refund(
+            RefundRequest(order.out_trade_no, "R" + uuid.uuid4().hex[:20], 1600, 2000)
+        )
 
 
 def test_trade_bill_downloads_checked_and_lists_the_day(
-    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver  # noqa: F811
+    wechat: WechatChannel,
+    served_sandbox: ServedSandbox,
+    receiver: Receiver,
 ) -> None:
     from reconciliation.bills.wechat import parse_trade_bill
 
     order = new_order(receiver, 1999)
-    paid = wechat.pay_with_code(order, served_sandbox.sandbox.gateways["wechat"]
-                                .current_code("demo-1"))
+    paid = wechat.pay_with_code(
+        order, served_sandbox.sandbox.gateways["wechat"].current_code("demo-1")
+    )
     assert paid.paid_at is not None
     day = paid.paid_at.astimezone(SHANGHAI).date()
     with pytest.raises(ChannelRejected) as early:
         wechat.download_bill(day)
     assert early.value.error_code == "NO_STATEMENT_EXIST"
 
-    served_sandbox.clock.set(dt.datetime.combine(day + dt.timedelta(days=1),
-                                                 dt.time(10, 30), SHANGHAI))
+    served_sandbox.clock.set(
+        dt.datetime.combine(day + dt.timedelta(days=1), dt.time(10, 30), SHANGHAI)
+    )
     bill = wechat.download_bill(day)
     rows = {row.out_trade_no: row for row in parse_trade_bill(bill.content).rows}
     assert rows[order.out_trade_no].settled_fen == 1999

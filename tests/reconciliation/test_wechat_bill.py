@@ -1,0 +1,139 @@
+"""The WeChat Pay trade bill parser: by header name, exact fen, tolerant of the
+format's quirks, and refusing what is cut short or does not add up."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from reconciliation.bills.wechat import BillFormatError, fen, parse_trade_bill
+
+HEADER = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,"
+    "交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,"
+    "商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,"
+    "手续费,费率,订单金额,申请退款金额,费率备注"
+)
+PAID = (
+    "`2026-03-01 12:00:01,`wx1,`1900000109,`0,`,`4200000001202603011234567890,"
+    "`T1,`oA,`MICROPAY,`SUCCESS,`OTHERS,`CNY,`12.50,`0.00,`0,`0,`0.00,`0.00,`,`,"
+    "`午餐 lunch,`,`0.08000,`0.60%,`12.50,`0.00,`"
+)
+REFUND = (
+    "`2026-03-01 18:30:00,`wx1,`1900000109,`0,`,`4200000001202603011234567890,"
+    "`T1,`oA,`MICROPAY,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`50000001,`R1,`2.50,"
+    "`0.00,`ORIGINAL,`SUCCESS,`午餐 lunch,`,`-0.02000,`0.60%,`0.00,`2.50,`"
+)
+REVOKED = (
+    "`2026-03-01 19:00:00,`wx1,`1900000109,`0,`,`4200000002202603011234567890,"
+    "`T2,`oB,`MICROPAY,`REVOKED,`OTHERS,`CNY,`3.00,`0.00,`0,`0,`0.00,`0.00,`,`,"
+    "`饮料 drink,`,`0.00000,`0.60%,`3.00,`0.00,`"
+)
+SUMMARY_HEADER = (
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,"
+    "申请退款总金额"
+)
+SUMMARY = "`3,`15.50,`2.50,`0.00,`0.06000,`15.50,`2.50"
+
+
+def bill(*lines: str, end: str = "\r\n") -> bytes:
+    return (end.join(lines) + end).encode()
+
+
+def test_rows_are_read_by_header_name_into_exact_fen() -> None:
+    parsed = parse_trade_bill(
+        bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, SUMMARY)
+    )
+    paid, refund, revoked = parsed.rows
+    assert paid.out_trade_no == "T1" and paid.settled_fen == 1250 and paid.fee_fen == 8
+    assert paid.traded_at == dt.datetime(
+        2026, 3, 1, 12, 0, 1, tzinfo=paid.traded_at.tzinfo
+    )
+    assert paid.traded_at.utcoffset() == dt.timedelta(hours=8)
+    assert refund.is_refund and refund.refund_fen == 250 and refund.fee_fen == -2
+    assert refund.out_refund_no == "R1" and refund.refund_id == "50000001"
+    assert revoked.trade_state == "REVOKED" and revoked.order_fen == 300
+    assert parsed.summary.count == 3 and parsed.summary.settled_fen == 1550
+    assert parsed.summary.fee_fen == 6
+
+
+def test_columns_in_another_order_and_unknown_columns_are_fine() -> None:
+    names = HEADER.split(",") + ["新列"]
+    cells = PAID.split(",") + ["`x"]
+    order = list(reversed(range(len(names))))
+    header = ",".join(names[i] for i in order)
+    row = ",".join(cells[i] for i in order)
+    one = "`1,`12.50,`0.00,`0.00,`0.08000,`12.50,`0.00"
+    [parsed] = parse_trade_bill(bill(header, row, SUMMARY_HEADER, one)).rows
+    assert parsed.out_trade_no == "T1" and parsed.settled_fen == 1250
+    assert parsed.extra == {
+        "新列": "x",
+        "特约商户号": "0",
+        "设备号": "",
+        "付款银行": "OTHERS",
+        "费率备注": "",
+    }
+
+
+def test_quirks_are_tolerated_bom_tabs_full_width_units_lf() -> None:
+    header = HEADER.replace("应结订单金额", "应结订单金额（元）").replace(
+        "手续费", "手续费(元)", 1
+    )
+    row = ",".join(cell + "\t" for cell in PAID.split(","))
+    one = "`1,`12.50,`0.00,`0.00,`0.08000,`12.50,`0.00\t,\t"
+    content = "\ufeff" + "\n".join([header, row, SUMMARY_HEADER, one]) + "\n\n"
+    [parsed] = parse_trade_bill(content.encode()).rows
+    assert parsed.settled_fen == 1250 and parsed.fee_fen == 8
+    assert parsed.description == "午餐 lunch"
+
+
+def test_a_bill_without_its_summary_is_truncated() -> None:
+    with pytest.raises(BillFormatError, match="truncated"):
+        parse_trade_bill(bill(HEADER, PAID, REFUND))
+    with pytest.raises(BillFormatError, match="truncated"):
+        parse_trade_bill(bill(HEADER, PAID, SUMMARY_HEADER))
+
+
+def test_a_row_cut_short_is_refused_with_its_line() -> None:
+    short = ",".join(PAID.split(",")[:14])
+    with pytest.raises(BillFormatError) as refused:
+        parse_trade_bill(bill(HEADER, short, SUMMARY_HEADER, SUMMARY))
+    assert refused.value.line == 2
+
+
+def test_rows_that_do_not_add_up_to_the_summary_are_refused() -> None:
+    with pytest.raises(BillFormatError, match="counts 3 rows"):
+        parse_trade_bill(bill(HEADER, PAID, REFUND, SUMMARY_HEADER, SUMMARY))
+    wrong = SUMMARY.replace("`15.50,`2.50,`0.00", "`15.51,`2.50,`0.00", 1)
+    with pytest.raises(BillFormatError, match="settled_fen"):
+        parse_trade_bill(bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, wrong))
+
+
+def test_something_that_is_not_a_trade_bill_is_refused() -> None:
+    with pytest.raises(BillFormatError, match="not a WeChat Pay trade bill"):
+        parse_trade_bill(b"a,b,c\r\n1,2,3\r\n")
+    with pytest.raises(BillFormatError, match="empty"):
+        parse_trade_bill(b"\r\n")
+    with pytest.raises(BillFormatError, match="UTF-8"):
+        parse_trade_bill(HEADER.encode("gbk"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.01", 1),
+        ("12.5", 1250),
+        ("12", 1200),
+        ("-0.02000", -2),
+        ("100000.00", 10_000_000),
+    ],
+)
+def test_yuan_to_fen_is_exact(text: str, expected: int) -> None:
+    assert fen(text, line=1, column="x") == expected
+
+
+@pytest.mark.parametrize("text", ["0.001", "1,000.00", "¥1", "1e3", ""])
+def test_amounts_that_are_not_whole_fen_are_refused(text: str) -> None:
+    with pytest.raises(BillFormatError):
+        fen(text, line=1, column="x")
