@@ -37,12 +37,26 @@ TRADE = "交易"
 REFUND = "退款"
 
 DETAIL_REQUIRED = (
-    "支付宝交易号", "商户订单号", "业务类型", "商品名称", "创建时间", "完成时间",
-    "对方账户", "订单金额（元）", "商家实收（元）", "退款批次号/请求号", "服务费（元）",
+    "支付宝交易号",
+    "商户订单号",
+    "业务类型",
+    "商品名称",
+    "创建时间",
+    "完成时间",
+    "对方账户",
+    "订单金额（元）",
+    "商家实收（元）",
+    "退款批次号/请求号",
+    "服务费（元）",
 )
 SUMMARY_REQUIRED = (
-    "门店编号", "交易订单总笔数", "退款订单总笔数", "订单金额（元）", "商家实收（元）",
-    "服务费（元）", "实收净额（元）",
+    "门店编号",
+    "交易订单总笔数",
+    "退款订单总笔数",
+    "订单金额（元）",
+    "商家实收（元）",
+    "服务费（元）",
+    "实收净额（元）",
 )
 _END_OF_DETAIL = re.compile(r"#-+业务明细列表结束-+")
 _FOOTER_COUNTS = re.compile(r"#交易合计：(\d+)笔，退款合计：(\d+)笔")
@@ -139,10 +153,17 @@ def parse_alipay_bill(content: bytes) -> AlipayBill:
     day = dt.datetime.strptime(match[1], "%Y%m%d").replace(tzinfo=SHANGHAI).date()
     account, lines = _parse_detail(detail_text, detail_name)
     summary = _parse_summary(summary_text, summary_name)
-    logger.info("alipay_bill_parsed",
-                extra={"day": day.isoformat(), "lines": len(lines)})
-    return AlipayBill(account=account, day=day, lines=lines, summary=summary,
-                      detail_name=detail_name, summary_name=summary_name)
+    logger.info(
+        "alipay_bill_parsed", extra={"day": day.isoformat(), "lines": len(lines)}
+    )
+    return AlipayBill(
+        account=account,
+        day=day,
+        lines=lines,
+        summary=summary,
+        detail_name=detail_name,
+        summary_name=summary_name,
+    )
 
 
 def _member_name(info: zipfile.ZipInfo) -> str:
@@ -171,8 +192,9 @@ def _decode(raw: bytes, member: str) -> str:
         raise MalformedBill("not GBK text", member) from error
 
 
-def _table(text: str, member: str, required: Iterable[str]
-           ) -> tuple[list[str], list[dict[str, str]], list[str]]:
+def _table(
+    text: str, member: str, required: Iterable[str]
+) -> tuple[list[str], list[dict[str, str]], list[str]]:
     """Comments, rows keyed by header, and the comment lines after the table."""
     before: list[str] = []
     rows: list[dict[str, str]] = []
@@ -185,8 +207,9 @@ def _table(text: str, member: str, required: Iterable[str]
             (after if header is not None else before).append(line.strip())
             continue
         if after:
-            raise MalformedBill(f"line {number}: data after the closing comments",
-                                member)
+            raise MalformedBill(
+                f"line {number}: data after the closing comments", member
+            )
         cells = [cell.strip() for cell in next(csv.reader([line]))]
         if header is None:
             header = cells
@@ -277,17 +300,17 @@ def _fen(text: str, member: str, number: int) -> int:
     sign = -1 if text.startswith("-") else 1
     try:
         # A day's totals may pass the per-payment ceiling parse_fen guards.
-        return sign * parse_fen(text.removeprefix("-"), allow_zero=True,
-                                maximum=10**15)
+        return sign * parse_fen(text.removeprefix("-"), allow_zero=True, maximum=10**15)
     except InvalidAmount as error:
-        raise MalformedBill(f"row {number}: not an amount: {text[:20]!r}",
-                            member) from error
+        raise MalformedBill(
+            f"row {number}: not an amount: {text[:20]!r}", member
+        ) from error
 
 
 def _moment(text: str, member: str, number: int) -> dt.datetime:
     try:
-        return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(
-            tzinfo=SHANGHAI)
+        return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
     except ValueError as error:
-        raise MalformedBill(f"row {number}: not a time: {text[:20]!r}",
-                            member) from error
+        raise MalformedBill(
+            f"row {number}: not a time: {text[:20]!r}", member
+        ) from error

@@ -20,16 +20,45 @@ from zoneinfo import ZoneInfo
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 DETAIL_COLUMNS = (
-    "支付宝交易号", "商户订单号", "业务类型", "商品名称", "创建时间", "完成时间",
-    "门店编号", "门店名称", "操作员", "终端号", "对方账户", "订单金额（元）",
-    "商家实收（元）", "支付宝红包（元）", "集分宝（元）", "支付宝优惠（元）",
-    "商家优惠（元）", "券核销金额（元）", "券名称", "商家红包消费金额（元）",
-    "卡消费金额（元）", "退款批次号/请求号", "服务费（元）", "分润（元）", "备注",
+    "支付宝交易号",
+    "商户订单号",
+    "业务类型",
+    "商品名称",
+    "创建时间",
+    "完成时间",
+    "门店编号",
+    "门店名称",
+    "操作员",
+    "终端号",
+    "对方账户",
+    "订单金额（元）",
+    "商家实收（元）",
+    "支付宝红包（元）",
+    "集分宝（元）",
+    "支付宝优惠（元）",
+    "商家优惠（元）",
+    "券核销金额（元）",
+    "券名称",
+    "商家红包消费金额（元）",
+    "卡消费金额（元）",
+    "退款批次号/请求号",
+    "服务费（元）",
+    "分润（元）",
+    "备注",
 )
 SUMMARY_COLUMNS = (
-    "门店编号", "门店名称", "交易订单总笔数", "退款订单总笔数", "订单金额（元）",
-    "商家实收（元）", "支付宝优惠（元）", "商家优惠（元）", "卡消费金额（元）",
-    "服务费（元）", "分润（元）", "实收净额（元）",
+    "门店编号",
+    "门店名称",
+    "交易订单总笔数",
+    "退款订单总笔数",
+    "订单金额（元）",
+    "商家实收（元）",
+    "支付宝优惠（元）",
+    "商家优惠（元）",
+    "卡消费金额（元）",
+    "服务费（元）",
+    "分润（元）",
+    "实收净额（元）",
 )
 RULE = "-" * 41
 
@@ -95,11 +124,31 @@ def build_zip(
     detail.append(",".join(DETAIL_COLUMNS))
     for line in lines:
         values = (
-            line.trade_no, line.out_trade_no, line.kind, line.subject,
-            _stamp(line.created_at), _stamp(line.finished_at), "", "", "", "",
-            line.buyer_account, yuan(line.amount_fen), yuan(line.received_fen),
-            "0.00", "0.00", "0.00", "0.00", "0.00", "", "0.00", "0.00",
-            line.out_request_no, yuan(-line.fee_fen), "0.00", "",
+            line.trade_no,
+            line.out_trade_no,
+            line.kind,
+            line.subject,
+            _stamp(line.created_at),
+            _stamp(line.finished_at),
+            "",
+            "",
+            "",
+            "",
+            line.buyer_account,
+            yuan(line.amount_fen),
+            yuan(line.received_fen),
+            "0.00",
+            "0.00",
+            "0.00",
+            "0.00",
+            "0.00",
+            "",
+            "0.00",
+            "0.00",
+            line.out_request_no,
+            yuan(-line.fee_fen),
+            "0.00",
+            "",
         )
         detail.append(",".join(value + "\t" for value in values))
     detail += [
@@ -112,8 +161,16 @@ def build_zip(
     received = sum(line.received_fen for line in lines)
     fee = sum(line.fee_fen for line in lines)
     totals = (
-        str(len(trades)), str(len(refunds)), yuan(amount), yuan(received), "0.00",
-        "0.00", "0.00", yuan(-fee), "0.00", yuan(received - fee),
+        str(len(trades)),
+        str(len(refunds)),
+        yuan(amount),
+        yuan(received),
+        "0.00",
+        "0.00",
+        "0.00",
+        yuan(-fee),
+        "0.00",
+        yuan(received - fee),
     )
     summary = ["#支付宝业务汇总查询", *heading, ",".join(SUMMARY_COLUMNS)]
     if lines:
@@ -129,8 +186,9 @@ def build_zip(
             (f"{stem}_业务明细.csv", detail),
             (f"{stem}_业务明细(汇总).csv", summary),
         ):
-            info = _GbkZipInfo(name, date_time=exported_at.astimezone(
-                SHANGHAI).timetuple()[:6])
+            info = _GbkZipInfo(
+                name, date_time=exported_at.astimezone(SHANGHAI).timetuple()[:6]
+            )
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, ("\r\n".join(rows) + "\r\n").encode("gbk"))
     return f"{stem}.csv.zip", buffer.getvalue()

@@ -85,11 +85,21 @@ AMOUNT_PATTERN = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?")
 EXPRESS_PATTERN = re.compile(r"(\d+)([mhdc])")
 
 DEMO_PAYERS = (
-    ("2088102177000001", "zhang.student@sandbox.example", "张同学", "Zhang (student)",
-     100_000),
+    (
+        "2088102177000001",
+        "zhang.student@sandbox.example",
+        "张同学",
+        "Zhang (student)",
+        100_000,
+    ),
     ("2088102177000002", "138****0002", "李老师", "Li (staff)", 50_000),
-    ("2088102177000003", "wang.student@sandbox.example", "王同学",
-     "Wang (low balance)", 500),
+    (
+        "2088102177000003",
+        "wang.student@sandbox.example",
+        "王同学",
+        "Wang (low balance)",
+        500,
+    ),
 )
 
 
@@ -281,11 +291,19 @@ class AlipayGateway(Gateway):
             if session.scalar(select(func.count()).select_from(Payer)):
                 return
             for user_id, logon_id, name_zh, name_en, balance in DEMO_PAYERS:
-                session.add(Payer(user_id=user_id, logon_id=logon_id, name_zh=name_zh,
-                                  name_en=name_en, balance_fen=balance))
+                session.add(
+                    Payer(
+                        user_id=user_id,
+                        logon_id=logon_id,
+                        name_zh=name_zh,
+                        name_en=name_en,
+                        balance_fen=balance,
+                    )
+                )
 
-    def _find(self, session: Session, out_trade_no: str | None,
-              trade_no: str | None = None) -> Trade | None:
+    def _find(
+        self, session: Session, out_trade_no: str | None, trade_no: str | None = None
+    ) -> Trade | None:
         query = select(Trade).where(Trade.app_id == self.keys.app_id)
         if trade_no:
             query = query.where(Trade.trade_no == trade_no)
@@ -297,8 +315,10 @@ class AlipayGateway(Gateway):
 
     def _trade_no(self, session: Session) -> str:
         count = session.scalar(select(func.count()).select_from(Trade)) or 0
-        return f"{self.clock.now().astimezone(SHANGHAI):%Y%m%d}22001" \
+        return (
+            f"{self.clock.now().astimezone(SHANGHAI):%Y%m%d}22001"
             f"{secrets.randbelow(10_000):04d}{count + 1:011d}"
+        )
 
     def _advance(self, session: Session) -> None:
         now = self.clock.now()
@@ -312,12 +332,16 @@ class AlipayGateway(Gateway):
                     self._settle(session, trade, payer, trade.paying_until)
                 else:
                     self._close(trade, trade.paying_until)
-            elif (trade.paying_until is None and trade.expires_at is not None
-                  and trade.expires_at <= now):
+            elif (
+                trade.paying_until is None
+                and trade.expires_at is not None
+                and trade.expires_at <= now
+            ):
                 self._close(trade, trade.expires_at)
 
-    def _settle(self, session: Session, trade: Trade, payer: Payer,
-                at: dt.datetime) -> None:
+    def _settle(
+        self, session: Session, trade: Trade, payer: Payer, at: dt.datetime
+    ) -> None:
         payer.balance_fen -= trade.total_fen
         trade.status = "TRADE_SUCCESS"
         trade.visible = True
@@ -436,22 +460,37 @@ class AlipayGateway(Gateway):
 
     def _make_app(self) -> Flask:
         app = Flask(__name__, template_folder="templates")
-        app.add_url_rule("/gateway.do", "gateway", self._gateway,
-                         methods=["GET", "POST"])
-        app.add_url_rule("/pay/<token>", "pay_page", self._pay_page,
-                         methods=["GET", "POST"])
+        app.add_url_rule(
+            "/gateway.do", "gateway", self._gateway, methods=["GET", "POST"]
+        )
+        app.add_url_rule(
+            "/pay/<token>", "pay_page", self._pay_page, methods=["GET", "POST"]
+        )
         app.add_url_rule("/qr/<token>", "scan", self._scan)
         app.add_url_rule("/cashier", "cashier", self._cashier_by_trade_no)
-        app.add_url_rule("/oauth2/publicAppAuthorize.htm", "authorize",
-                         self._authorize, methods=["GET", "POST"])
+        app.add_url_rule(
+            "/oauth2/publicAppAuthorize.htm",
+            "authorize",
+            self._authorize,
+            methods=["GET", "POST"],
+        )
         app.add_url_rule("/downloadBillFile.resource", "bill_file", self._bill_file)
-        app.add_url_rule("/control/faults", "faults", self._control_faults,
-                         methods=["GET", "POST", "DELETE"])
+        app.add_url_rule(
+            "/control/faults",
+            "faults",
+            self._control_faults,
+            methods=["GET", "POST", "DELETE"],
+        )
         app.add_url_rule("/control/payers", "control_payers", self._control_payers)
-        app.add_url_rule("/control/payers/<payer_id>", "control_payer",
-                         self._control_payer, methods=["GET", "POST"])
-        app.add_url_rule("/control/trades/<out_trade_no>", "control_trade",
-                         self._control_trade)
+        app.add_url_rule(
+            "/control/payers/<payer_id>",
+            "control_payer",
+            self._control_payer,
+            methods=["GET", "POST"],
+        )
+        app.add_url_rule(
+            "/control/trades/<out_trade_no>", "control_trade", self._control_trade
+        )
         return app
 
     def _gateway(self) -> Response:
@@ -470,8 +509,11 @@ class AlipayGateway(Gateway):
             return self._hang_up()
         server_error = self.faults.get(CHANNEL, "server_error", out)
         if server_error == "5xx":
-            return Response("<html><body><h1>502 Bad Gateway</h1></body></html>",
-                            status=502, content_type="text/html")
+            return Response(
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                status=502,
+                content_type="text/html",
+            )
 
         key = method.replace(".", "_") + "_response" if method else "error_response"
         page_flow = method in ("alipay.trade.wap.pay", "alipay.trade.page.pay")
@@ -530,8 +572,11 @@ class AlipayGateway(Gateway):
     def _check_public(self, params: dict[str, str]) -> None:
         for name in ("app_id", "method", "sign_type", "timestamp", "version"):
             if not params.get(name):
-                raise _fail(f"isv.missing-{name.replace('_', '-')}",
-                            f"缺少{name}参数", code="40001")
+                raise _fail(
+                    f"isv.missing-{name.replace('_', '-')}",
+                    f"缺少{name}参数",
+                    code="40001",
+                )
         if not params.get("sign"):
             raise _fail("isv.missing-signature", "缺少签名参数", code="40001")
         if params["app_id"] != self.keys.app_id:
@@ -542,8 +587,9 @@ class AlipayGateway(Gateway):
             raise _fail("isv.invalid-charset", "字符集错误", code="40002")
         content = signing.request_content(params)
         if not signing.verify(self._app_public, content, params["sign"]):
-            logger.info("sandbox_alipay_bad_signature",
-                        extra={"method": params.get("method")})
+            logger.info(
+                "sandbox_alipay_bad_signature", extra={"method": params.get("method")}
+            )
             raise _fail(
                 "isv.invalid-signature",
                 "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，"
@@ -555,14 +601,19 @@ class AlipayGateway(Gateway):
                 tzinfo=SHANGHAI
             )
         except ValueError as error:
-            raise _fail("isv.invalid-timestamp", "非法的时间戳参数",
-                        code="40002") from error
+            raise _fail(
+                "isv.invalid-timestamp", "非法的时间戳参数", code="40002"
+            ) from error
         if abs(stamp - self.clock.now()) > TIMESTAMP_TOLERANCE:
-            raise _fail("isv.invalid-timestamp",
-                        "非法的时间戳参数：与支付宝服务器时间相差过大", code="40002")
+            raise _fail(
+                "isv.invalid-timestamp",
+                "非法的时间戳参数：与支付宝服务器时间相差过大",
+                code="40002",
+            )
 
-    def _signed_answer(self, key: str, payload: dict[str, Any],
-                       out_trade_no: str | None) -> Response:
+    def _signed_answer(
+        self, key: str, payload: dict[str, Any], out_trade_no: str | None
+    ) -> Response:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         mode = self.faults.get(CHANNEL, "response_signature", out_trade_no)
         if mode == "missing":
@@ -586,7 +637,8 @@ class AlipayGateway(Gateway):
 
     def _error_page(self, payload: dict[str, Any]) -> Response:
         return Response(
-            render_template("alipay/error.html", error=payload), status=200,
+            render_template("alipay/error.html", error=payload),
+            status=200,
             content_type="text/html;charset=utf-8",
         )
 
@@ -619,24 +671,36 @@ class AlipayGateway(Gateway):
         number, unit = int(match[1]), match[2]
         if unit == "c":
             local = now.astimezone(SHANGHAI)
-            return dt.datetime.combine(local.date() + dt.timedelta(days=1),
-                                       dt.time(), SHANGHAI)
+            return dt.datetime.combine(
+                local.date() + dt.timedelta(days=1), dt.time(), SHANGHAI
+            )
         return now + dt.timedelta(minutes=number * {"m": 1, "h": 60, "d": 1440}[unit])
 
-    def _new_trade(self, session: Session, params: dict[str, str],
-                   biz: dict[str, Any], *, visible: bool) -> Trade:
+    def _new_trade(
+        self,
+        session: Session,
+        params: dict[str, str],
+        biz: dict[str, Any],
+        *,
+        visible: bool,
+    ) -> Trade:
         now = self.clock.now()
         trade = Trade(
-            trade_no=self._trade_no(session), app_id=self.keys.app_id,
-            out_trade_no=biz["out_trade_no"], method=params["method"],
-            subject=str(biz["subject"])[:256], total_fen=self._amount(biz),
-            status="WAIT_BUYER_PAY", visible=visible,
+            trade_no=self._trade_no(session),
+            app_id=self.keys.app_id,
+            out_trade_no=biz["out_trade_no"],
+            method=params["method"],
+            subject=str(biz["subject"])[:256],
+            total_fen=self._amount(biz),
+            status="WAIT_BUYER_PAY",
+            visible=visible,
             pay_token=secrets.token_urlsafe(16),
             notify_url=params.get("notify_url") or None,
             return_url=params.get("return_url") or None,
             quit_url=biz.get("quit_url") or None,
             passback_params=biz.get("passback_params") or None,
-            created_at=now, expires_at=self._expiry(biz, now),
+            created_at=now,
+            expires_at=self._expiry(biz, now),
         )
         session.add(trade)
         session.flush()
@@ -661,8 +725,9 @@ class AlipayGateway(Gateway):
             ],
         }
 
-    def _trade_pay(self, session: Session, params: dict[str, str],
-                   biz: dict[str, Any]) -> dict[str, Any]:
+    def _trade_pay(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         self._required(biz, "out_trade_no", "scene", "auth_code", "subject")
         if biz["scene"] not in ("bar_code", "wave_code"):
             raise _fail("ACQ.INVALID_PARAMETER", "参数无效：scene")
@@ -674,18 +739,29 @@ class AlipayGateway(Gateway):
             if existing.status == "TRADE_CLOSED":
                 raise _fail("ACQ.TRADE_HAS_CLOSE", "交易已经关闭")
             if existing.paying_until is not None:
-                return {"code": "10003", "msg": " order success pay inprocess",
-                        **self._trade_fields(existing)}
+                return {
+                    "code": "10003",
+                    "msg": " order success pay inprocess",
+                    **self._trade_fields(existing),
+                }
             raise _fail("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
 
         code_text = str(biz["auth_code"])
         now = self.clock.now()
-        code = session.get(PaymentCode, code_text) \
-            if CODE_PATTERN.fullmatch(code_text) else None
-        if code is None or code.used_at is not None \
-                or now - code.issued_at > CODE_LIFETIME:
-            raise _fail("ACQ.PAYMENT_AUTH_CODE_INVALID",
-                        "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款")
+        code = (
+            session.get(PaymentCode, code_text)
+            if CODE_PATTERN.fullmatch(code_text)
+            else None
+        )
+        if (
+            code is None
+            or code.used_at is not None
+            or now - code.issued_at > CODE_LIFETIME
+        ):
+            raise _fail(
+                "ACQ.PAYMENT_AUTH_CODE_INVALID",
+                "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款",
+            )
         code.used_at = now
         payer = session.get(Payer, code.payer_id)
         assert payer is not None
@@ -701,16 +777,23 @@ class AlipayGateway(Gateway):
         if wait:
             payer.password_seconds = 0
             trade.paying_until = now + dt.timedelta(seconds=wait)
-            return {"code": "10003", "msg": " order success pay inprocess",
-                    **self._trade_fields(trade),
-                    "buyer_logon_id": trade.buyer_logon_id,
-                    "total_amount": bills.yuan(trade.total_fen)}
+            return {
+                "code": "10003",
+                "msg": " order success pay inprocess",
+                **self._trade_fields(trade),
+                "buyer_logon_id": trade.buyer_logon_id,
+                "total_amount": bills.yuan(trade.total_fen),
+            }
         self._settle(session, trade, payer, now)
-        return _ok(**self._trade_fields(trade), **self._paid_fields(trade),
-                   gmt_payment=_stamp(trade.paid_at))
+        return _ok(
+            **self._trade_fields(trade),
+            **self._paid_fields(trade),
+            gmt_payment=_stamp(trade.paid_at),
+        )
 
-    def _precreate(self, session: Session, params: dict[str, str],
-                   biz: dict[str, Any]) -> dict[str, Any]:
+    def _precreate(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         self._required(biz, "out_trade_no", "subject")
         trade = self._find(session, biz["out_trade_no"])
         if trade is None:
@@ -719,11 +802,14 @@ class AlipayGateway(Gateway):
             raise _fail("ACQ.TRADE_HAS_SUCCESS", "交易已被支付")
         elif trade.status == "TRADE_CLOSED":
             raise _fail("ACQ.TRADE_HAS_CLOSE", "交易已经关闭")
-        return _ok(out_trade_no=trade.out_trade_no,
-                   qr_code=url_for("scan", token=trade.pay_token, _external=True))
+        return _ok(
+            out_trade_no=trade.out_trade_no,
+            qr_code=url_for("scan", token=trade.pay_token, _external=True),
+        )
 
-    def _trade_create(self, session: Session, params: dict[str, str],
-                      biz: dict[str, Any]) -> dict[str, Any]:
+    def _trade_create(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         """The in-app (JSAPI) order: the page then calls the Alipay app's
         ``tradePay`` with the trade_no, which ``/cashier`` stands in for."""
         self._required(biz, "out_trade_no", "subject", "buyer_id")
@@ -733,8 +819,12 @@ class AlipayGateway(Gateway):
         if trade is None:
             trade = self._new_trade(session, params, biz, visible=True)
         elif trade.status != "WAIT_BUYER_PAY":
-            raise _fail("ACQ.TRADE_HAS_SUCCESS" if trade.status == "TRADE_SUCCESS"
-                        else "ACQ.TRADE_HAS_CLOSE", "交易状态不合法")
+            raise _fail(
+                "ACQ.TRADE_HAS_SUCCESS"
+                if trade.status == "TRADE_SUCCESS"
+                else "ACQ.TRADE_HAS_CLOSE",
+                "交易状态不合法",
+            )
         trade.buyer_id = biz["buyer_id"]
         return _ok(**self._trade_fields(trade))
 
@@ -745,34 +835,43 @@ class AlipayGateway(Gateway):
                 abort(404)
             return redirect(url_for("pay_page", token=trade.pay_token))
 
-    def _cashier(self, session: Session, params: dict[str, str],
-                 biz: dict[str, Any]) -> Response:
+    def _cashier(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> Response:
         self._required(biz, "out_trade_no", "subject")
         trade = self._find(session, biz["out_trade_no"])
         if trade is None:
             trade = self._new_trade(session, params, biz, visible=True)
         elif trade.status != "WAIT_BUYER_PAY":
-            raise _fail("ACQ.TRADE_HAS_SUCCESS" if trade.status == "TRADE_SUCCESS"
-                        else "ACQ.TRADE_HAS_CLOSE", "交易状态不合法")
+            raise _fail(
+                "ACQ.TRADE_HAS_SUCCESS"
+                if trade.status == "TRADE_SUCCESS"
+                else "ACQ.TRADE_HAS_CLOSE",
+                "交易状态不合法",
+            )
         trade.visible = True
         return redirect(url_for("pay_page", token=trade.pay_token))
 
-    def _query(self, session: Session, params: dict[str, str],
-               biz: dict[str, Any]) -> dict[str, Any]:
+    def _query(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         trade = self._find(session, biz.get("out_trade_no"), biz.get("trade_no"))
         if trade is None or not trade.visible:
             raise _fail("ACQ.TRADE_NOT_EXIST", "交易不存在")
-        fields: dict[str, Any] = {**self._trade_fields(trade),
-                                  "trade_status": trade.status,
-                                  "total_amount": bills.yuan(trade.total_fen)}
+        fields: dict[str, Any] = {
+            **self._trade_fields(trade),
+            "trade_status": trade.status,
+            "total_amount": bills.yuan(trade.total_fen),
+        }
         if trade.buyer_id:
             fields.update(self._paid_fields(trade))
         if trade.paid_at is not None:
             fields["send_pay_date"] = _stamp(trade.paid_at)
         return _ok(**fields)
 
-    def _cancel(self, session: Session, params: dict[str, str],
-                biz: dict[str, Any]) -> dict[str, Any]:
+    def _cancel(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         trade = self._find(session, biz.get("out_trade_no"), biz.get("trade_no"))
         now = self.clock.now()
         if trade is None:
@@ -781,36 +880,57 @@ class AlipayGateway(Gateway):
             # with it is refused.
             self._required(biz, "out_trade_no")
             trade = Trade(
-                trade_no=self._trade_no(session), app_id=self.keys.app_id,
-                out_trade_no=biz["out_trade_no"], method="alipay.trade.cancel",
-                subject="", total_fen=0, status="TRADE_CLOSED", visible=False,
-                pay_token=secrets.token_urlsafe(16), created_at=now, closed_at=now,
+                trade_no=self._trade_no(session),
+                app_id=self.keys.app_id,
+                out_trade_no=biz["out_trade_no"],
+                method="alipay.trade.cancel",
+                subject="",
+                total_fen=0,
+                status="TRADE_CLOSED",
+                visible=False,
+                pay_token=secrets.token_urlsafe(16),
+                created_at=now,
+                closed_at=now,
                 cancel_action="close",
             )
             session.add(trade)
-            return _ok(out_trade_no=trade.out_trade_no, retry_flag="N",
-                       action="close")
+            return _ok(out_trade_no=trade.out_trade_no, retry_flag="N", action="close")
         if trade.status == "WAIT_BUYER_PAY":
             self._close(trade, now)
             trade.cancel_action = "close"
         elif trade.status == "TRADE_SUCCESS":
             if trade.paid_at is not None and now - trade.paid_at > CANCEL_WINDOW:
-                raise _fail("ACQ.REASON_TRADE_BEYOND_TIME", "交易已超过撤销时间",
-                            retry_flag="N")
+                raise _fail(
+                    "ACQ.REASON_TRADE_BEYOND_TIME", "交易已超过撤销时间", retry_flag="N"
+                )
             payer = session.get(Payer, trade.buyer_id)
             assert payer is not None
-            payer.balance_fen += trade.total_fen - trade.refunded_fen
+            rest = trade.total_fen - trade.refunded_fen
+            payer.balance_fen += rest
             trade.refunded_fen = trade.total_fen
+            # The money going back is a refund in the bill, like any other.
+            session.add(
+                Refund(
+                    trade_id=trade.id,
+                    out_request_no=f"CANCEL-{trade.trade_no}",
+                    amount_fen=rest,
+                    refunded_at=now,
+                )
+            )
             self._close(trade, now)
             trade.cancel_action = "refund"
-        fields = {**self._trade_fields(trade), "retry_flag": "N",
-                  "action": trade.cancel_action or "close"}
+        fields = {
+            **self._trade_fields(trade),
+            "retry_flag": "N",
+            "action": trade.cancel_action or "close",
+        }
         if trade.cancel_action == "refund":
             fields["gmt_refund_pay"] = _stamp(trade.closed_at)
         return _ok(**fields)
 
-    def _close_trade(self, session: Session, params: dict[str, str],
-                     biz: dict[str, Any]) -> dict[str, Any]:
+    def _close_trade(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         trade = self._find(session, biz.get("out_trade_no"), biz.get("trade_no"))
         if trade is None or not trade.visible:
             raise _fail("ACQ.TRADE_NOT_EXIST", "交易不存在")
@@ -819,16 +939,18 @@ class AlipayGateway(Gateway):
         self._close(trade, self.clock.now())
         return _ok(**self._trade_fields(trade))
 
-    def _refund(self, session: Session, params: dict[str, str],
-                biz: dict[str, Any]) -> dict[str, Any]:
+    def _refund(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         trade = self._find(session, biz.get("out_trade_no"), biz.get("trade_no"))
         if trade is None or not trade.visible:
             raise _fail("ACQ.TRADE_NOT_EXIST", "交易不存在")
         amount = self._amount(biz, "refund_amount")
         request_no = str(biz.get("out_request_no") or trade.out_trade_no)
         earlier = session.scalars(
-            select(Refund).where(Refund.trade_id == trade.id,
-                                 Refund.out_request_no == request_no)
+            select(Refund).where(
+                Refund.trade_id == trade.id, Refund.out_request_no == request_no
+            )
         ).first()
         if earlier is not None:
             if earlier.amount_fen != amount:
@@ -839,8 +961,12 @@ class AlipayGateway(Gateway):
         if amount > trade.total_fen - trade.refunded_fen:
             raise _fail("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
         now = self.clock.now()
-        refund = Refund(trade_id=trade.id, out_request_no=request_no,
-                        amount_fen=amount, refunded_at=now)
+        refund = Refund(
+            trade_id=trade.id,
+            out_request_no=request_no,
+            amount_fen=amount,
+            refunded_at=now,
+        )
         session.add(refund)
         payer = session.get(Payer, trade.buyer_id)
         assert payer is not None
@@ -852,51 +978,68 @@ class AlipayGateway(Gateway):
         self._notify(trade, refund)
         return self._refund_answer(trade, refund, fund_change="Y")
 
-    def _refund_answer(self, trade: Trade, refund: Refund,
-                       fund_change: str) -> dict[str, Any]:
-        return _ok(**self._trade_fields(trade), buyer_logon_id=trade.buyer_logon_id,
-                   buyer_user_id=trade.buyer_id, fund_change=fund_change,
-                   refund_fee=bills.yuan(trade.refunded_fen),
-                   send_back_fee=bills.yuan(refund.amount_fen),
-                   gmt_refund_pay=_stamp(refund.refunded_at))
+    def _refund_answer(
+        self, trade: Trade, refund: Refund, fund_change: str
+    ) -> dict[str, Any]:
+        return _ok(
+            **self._trade_fields(trade),
+            buyer_logon_id=trade.buyer_logon_id,
+            buyer_user_id=trade.buyer_id,
+            fund_change=fund_change,
+            refund_fee=bills.yuan(trade.refunded_fen),
+            send_back_fee=bills.yuan(refund.amount_fen),
+            gmt_refund_pay=_stamp(refund.refunded_at),
+        )
 
-    def _refund_query(self, session: Session, params: dict[str, str],
-                      biz: dict[str, Any]) -> dict[str, Any]:
+    def _refund_query(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         self._required(biz, "out_request_no")
         trade = self._find(session, biz.get("out_trade_no"), biz.get("trade_no"))
         if trade is None or not trade.visible:
             raise _fail("ACQ.TRADE_NOT_EXIST", "交易不存在")
         refund = session.scalars(
-            select(Refund).where(Refund.trade_id == trade.id,
-                                 Refund.out_request_no == biz["out_request_no"])
+            select(Refund).where(
+                Refund.trade_id == trade.id,
+                Refund.out_request_no == biz["out_request_no"],
+            )
         ).first()
         if refund is None:
             # Alipay answers an unknown refund with success and no refund fields.
             return _ok(**self._trade_fields(trade))
-        return _ok(**self._trade_fields(trade), out_request_no=refund.out_request_no,
-                   total_amount=bills.yuan(trade.total_fen),
-                   refund_amount=bills.yuan(refund.amount_fen),
-                   refund_status="REFUND_SUCCESS",
-                   gmt_refund_pay=_stamp(refund.refunded_at))
+        return _ok(
+            **self._trade_fields(trade),
+            out_request_no=refund.out_request_no,
+            total_amount=bills.yuan(trade.total_fen),
+            refund_amount=bills.yuan(refund.amount_fen),
+            refund_status="REFUND_SUCCESS",
+            gmt_refund_pay=_stamp(refund.refunded_at),
+        )
 
     # -- bills ----------------------------------------------------------------------
 
-    def _bill_url(self, session: Session, params: dict[str, str],
-                  biz: dict[str, Any]) -> dict[str, Any]:
+    def _bill_url(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         if biz.get("bill_type") != "trade":
             raise _fail("isv.invalid-bill-type", "账单类型错误", code="40002")
         try:
             day = dt.date.fromisoformat(str(biz.get("bill_date")))
         except ValueError as error:
-            raise _fail("isv.invalid-bill-date", "账单日期格式错误",
-                        code="40002") from error
+            raise _fail(
+                "isv.invalid-bill-date", "账单日期格式错误", code="40002"
+            ) from error
         if day >= self.clock.now().astimezone(SHANGHAI).date():
             raise _fail("isp.bill_not_exist", "账单不存在")
         expires = int((self.clock.now() + BILL_URL_LIFETIME).timestamp())
-        query = {"bizType": "trade", "userId": self.keys.seller_id,
-                 "fileType": "csv.zip", "bizDates": f"{day:%Y%m%d}",
-                 "downloadFileName": f"{self.keys.seller_id}_{day:%Y%m%d}.csv.zip",
-                 "timestamp": str(expires)}
+        query = {
+            "bizType": "trade",
+            "userId": self.keys.seller_id,
+            "fileType": "csv.zip",
+            "bizDates": f"{day:%Y%m%d}",
+            "downloadFileName": f"{self.keys.seller_id}_{day:%Y%m%d}.csv.zip",
+            "timestamp": str(expires),
+        }
         query["token"] = self._bill_token(query)
         url = url_for("bill_file", _external=True) + "?" + urlencode(query)
         return _ok(bill_download_url=url)
@@ -912,26 +1055,40 @@ class AlipayGateway(Gateway):
             abort(403)
         if int(query.get("timestamp", "0")) < self.clock.now().timestamp():
             abort(403)
-        day = dt.datetime.strptime(query["bizDates"], "%Y%m%d").replace(
-            tzinfo=SHANGHAI).date()
+        day = (
+            dt.datetime.strptime(query["bizDates"], "%Y%m%d")
+            .replace(tzinfo=SHANGHAI)
+            .date()
+        )
         name, content = self.bill(day)
-        return Response(content, content_type="application/oct-stream", headers={
-            "Content-Disposition": f"attachment; filename={name}"})
+        return Response(
+            content,
+            content_type="application/oct-stream",
+            headers={"Content-Disposition": f"attachment; filename={name}"},
+        )
 
     def bill(self, day: dt.date) -> tuple[str, bytes]:
         """The day's bill zip, with the bill faults applied."""
         with self._session() as session:
-            lines = sorted(self._bill_lines(session, day),
-                           key=lambda line: line.finished_at)
-        return bills.build_zip(seller_id=self.keys.seller_id, day=day, lines=lines,
-                               exported_at=self.clock.now())
+            lines = sorted(
+                self._bill_lines(session, day), key=lambda line: line.finished_at
+            )
+        return bills.build_zip(
+            seller_id=self.keys.seller_id,
+            day=day,
+            lines=lines,
+            exported_at=self.clock.now(),
+        )
 
     def _bill_lines(self, session: Session, day: dt.date) -> Iterator[bills.BillLine]:
         start = dt.datetime.combine(day, dt.time(), SHANGHAI)
         window = (start - dt.timedelta(days=1), start + dt.timedelta(days=1))
         paid = session.scalars(
-            select(Trade).where(Trade.paid_at.is_not(None),
-                                Trade.paid_at >= window[0], Trade.paid_at < window[1])
+            select(Trade).where(
+                Trade.paid_at.is_not(None),
+                Trade.paid_at >= window[0],
+                Trade.paid_at < window[1],
+            )
         )
         for trade in paid:
             out = trade.out_trade_no
@@ -939,8 +1096,9 @@ class AlipayGateway(Gateway):
             finished = trade.paid_at
             if self.faults.get(CHANNEL, "bill_after_midnight", out):
                 local = finished.astimezone(SHANGHAI)
-                finished = dt.datetime.combine(local.date() + dt.timedelta(days=1),
-                                               dt.time(0, 0, 7), SHANGHAI)
+                finished = dt.datetime.combine(
+                    local.date() + dt.timedelta(days=1), dt.time(0, 0, 7), SHANGHAI
+                )
             if finished.astimezone(SHANGHAI).date() != day:
                 continue
             if self.faults.get(CHANNEL, "bill_missing_line", out):
@@ -949,42 +1107,38 @@ class AlipayGateway(Gateway):
                 self.faults.get(CHANNEL, "bill_amount_delta_fen", out) or 0
             )
             yield bills.BillLine(
-                trade_no=trade.trade_no, out_trade_no=out, kind="交易",
-                subject=trade.subject, created_at=trade.created_at,
-                finished_at=finished, buyer_account=trade.buyer_logon_id or "",
-                amount_fen=amount, received_fen=amount,
+                trade_no=trade.trade_no,
+                out_trade_no=out,
+                kind="交易",
+                subject=trade.subject,
+                created_at=trade.created_at,
+                finished_at=finished,
+                buyer_account=trade.buyer_logon_id or "",
+                amount_fen=amount,
+                received_fen=amount,
                 fee_fen=bills.service_fee_fen(amount),
             )
         refunds = session.execute(
-            select(Refund, Trade).join(Trade, Refund.trade_id == Trade.id).where(
+            select(Refund, Trade)
+            .join(Trade, Refund.trade_id == Trade.id)
+            .where(
                 Refund.refunded_at >= start,
-                Refund.refunded_at < start + dt.timedelta(days=1))
+                Refund.refunded_at < start + dt.timedelta(days=1),
+            )
         )
         for refund, trade in refunds:
             yield bills.BillLine(
-                trade_no=trade.trade_no, out_trade_no=trade.out_trade_no,
-                kind="退款", subject=trade.subject, created_at=trade.created_at,
+                trade_no=trade.trade_no,
+                out_trade_no=trade.out_trade_no,
+                kind="退款",
+                subject=trade.subject,
+                created_at=trade.created_at,
                 finished_at=refund.refunded_at,
                 buyer_account=trade.buyer_logon_id or "",
-                amount_fen=-refund.amount_fen, received_fen=-refund.amount_fen,
+                amount_fen=-refund.amount_fen,
+                received_fen=-refund.amount_fen,
                 fee_fen=bills.service_fee_fen(-refund.amount_fen),
                 out_request_no=refund.out_request_no,
-            )
-        # Cancelled code payments that moved money are refunds too.
-        cancelled = session.scalars(
-            select(Trade).where(Trade.cancel_action == "refund",
-                                Trade.closed_at >= start,
-                                Trade.closed_at < start + dt.timedelta(days=1))
-        )
-        for trade in cancelled:
-            assert trade.closed_at is not None
-            yield bills.BillLine(
-                trade_no=trade.trade_no, out_trade_no=trade.out_trade_no,
-                kind="退款", subject=trade.subject, created_at=trade.created_at,
-                finished_at=trade.closed_at, buyer_account=trade.buyer_logon_id or "",
-                amount_fen=-trade.total_fen, received_fen=-trade.total_fen,
-                fee_fen=bills.service_fee_fen(-trade.total_fen),
-                out_request_no=trade.out_trade_no,
             )
 
     # -- user authorisation -----------------------------------------------------------
@@ -994,37 +1148,61 @@ class AlipayGateway(Gateway):
         redirect_uri = request.values.get("redirect_uri", "")
         scope = request.values.get("scope", "auth_base")
         state = request.values.get("state", "")
-        if app_id != self.keys.app_id or not redirect_uri.startswith(("http://",
-                                                                      "https://")):
-            return self._error_page({"code": "40002", "sub_code": "isv.invalid-app-id",
-                                     "sub_msg": "无效的应用或回调地址"})
+        if app_id != self.keys.app_id or not redirect_uri.startswith(
+            ("http://", "https://")
+        ):
+            return self._error_page(
+                {
+                    "code": "40002",
+                    "sub_code": "isv.invalid-app-id",
+                    "sub_msg": "无效的应用或回调地址",
+                }
+            )
         if request.method == "POST":
             payer_id = request.form.get("payer_id", "")
             code = secrets.token_hex(16)
             with self._session() as session:
                 if session.get(Payer, payer_id) is None:
                     abort(400)
-                session.add(AuthCode(code=code, payer_id=payer_id, app_id=app_id,
-                                     issued_at=self.clock.now()))
-            query = {"app_id": app_id, "source": "alipay_wallet", "scope": scope,
-                     "auth_code": code}
+                session.add(
+                    AuthCode(
+                        code=code,
+                        payer_id=payer_id,
+                        app_id=app_id,
+                        issued_at=self.clock.now(),
+                    )
+                )
+            query = {
+                "app_id": app_id,
+                "source": "alipay_wallet",
+                "scope": scope,
+                "auth_code": code,
+            }
             if state:
                 query["state"] = state
             separator = "&" if "?" in redirect_uri else "?"
             return redirect(redirect_uri + separator + urlencode(query))
-        return render_template("alipay/authorize.html", payers=self.payers(),
-                               scope=scope)
+        return render_template(
+            "alipay/authorize.html", payers=self.payers(), scope=scope
+        )
 
-    def _oauth_token(self, session: Session, params: dict[str, str],
-                     biz: dict[str, Any]) -> dict[str, Any]:
+    def _oauth_token(
+        self, session: Session, params: dict[str, str], biz: dict[str, Any]
+    ) -> dict[str, Any]:
         grant = params.get("grant_type")
-        code = session.get(AuthCode, params.get("code", "")) \
-            if grant == "authorization_code" else None
+        code = (
+            session.get(AuthCode, params.get("code", ""))
+            if grant == "authorization_code"
+            else None
+        )
         now = self.clock.now()
-        if code is None or code.used or now - code.issued_at > dt.timedelta(
-                minutes=5):
-            return {"code": "40002", "msg": "Invalid Arguments",
-                    "sub_code": "isv.code-invalid", "sub_msg": "授权码code无效"}
+        if code is None or code.used or now - code.issued_at > dt.timedelta(minutes=5):
+            return {
+                "code": "40002",
+                "msg": "Invalid Arguments",
+                "sub_code": "isv.code-invalid",
+                "sub_msg": "授权码code无效",
+            }
         code.used = True
         return {
             "user_id": code.payer_id,
@@ -1059,8 +1237,10 @@ class AlipayGateway(Gateway):
             trade.visible = True
             if request.method == "POST" and trade.status == "WAIT_BUYER_PAY":
                 if request.form.get("action") == "cancel":
-                    logger.info("sandbox_alipay_payer_cancelled",
-                                extra={"out_trade_no": trade.out_trade_no})
+                    logger.info(
+                        "sandbox_alipay_payer_cancelled",
+                        extra={"out_trade_no": trade.out_trade_no},
+                    )
                     if trade.quit_url:
                         return redirect(trade.quit_url)
                     message = "cancelled"
@@ -1075,26 +1255,35 @@ class AlipayGateway(Gateway):
                         if trade.return_url:
                             return redirect(self._return_url(trade))
             view = {
-                "subject": trade.subject, "out_trade_no": trade.out_trade_no,
-                "amount": bills.yuan(trade.total_fen), "status": trade.status,
+                "subject": trade.subject,
+                "out_trade_no": trade.out_trade_no,
+                "amount": bills.yuan(trade.total_fen),
+                "status": trade.status,
                 "return_url": self._return_url(trade) if trade.return_url else "",
             }
-        return render_template("alipay/pay.html", trade=view, payers=self.payers(),
-                               message=message)
+        return render_template(
+            "alipay/pay.html", trade=view, payers=self.payers(), message=message
+        )
 
     def _return_url(self, trade: Trade) -> str:
         """The merchant's return URL with Alipay's signed synchronous parameters."""
         assert trade.return_url
         params = {
-            "charset": "utf-8", "out_trade_no": trade.out_trade_no,
-            "method": trade.method + ".return", "total_amount":
-            bills.yuan(trade.total_fen), "trade_no": trade.trade_no,
-            "auth_app_id": self.keys.app_id, "version": "1.0",
-            "app_id": self.keys.app_id, "sign_type": "RSA2",
-            "seller_id": self.keys.seller_id, "timestamp": _stamp(self.clock.now()),
+            "charset": "utf-8",
+            "out_trade_no": trade.out_trade_no,
+            "method": trade.method + ".return",
+            "total_amount": bills.yuan(trade.total_fen),
+            "trade_no": trade.trade_no,
+            "auth_app_id": self.keys.app_id,
+            "version": "1.0",
+            "app_id": self.keys.app_id,
+            "sign_type": "RSA2",
+            "seller_id": self.keys.seller_id,
+            "timestamp": _stamp(self.clock.now()),
         }
-        params["sign"] = signing.sign(self._alipay_private,
-                                      signing.notification_content(params))
+        params["sign"] = signing.sign(
+            self._alipay_private, signing.notification_content(params)
+        )
         separator = "&" if "?" in trade.return_url else "?"
         return trade.return_url + separator + urlencode(params)
 
@@ -1103,8 +1292,12 @@ class AlipayGateway(Gateway):
     def _control_faults(self) -> Response:
         if request.method == "POST":
             body = request.get_json(force=True)
-            self.faults.set(CHANNEL, str(body["name"]), body.get("value"),
-                            str(body.get("out_trade_no") or "*"))
+            self.faults.set(
+                CHANNEL,
+                str(body["name"]),
+                body.get("value"),
+                str(body.get("out_trade_no") or "*"),
+            )
         elif request.method == "DELETE":
             self.faults.clear(CHANNEL)
         return _json([f for f in self.faults.snapshot() if f["channel"] == CHANNEL])
@@ -1134,5 +1327,6 @@ class AlipayGateway(Gateway):
 
 
 def _json(value: Any) -> Response:
-    return Response(json.dumps(value, ensure_ascii=False),
-                    content_type="application/json")
+    return Response(
+        json.dumps(value, ensure_ascii=False), content_type="application/json"
+    )

@@ -82,8 +82,9 @@ class _Current:
 
 
 @pytest.fixture(scope="session")
-def _alipay_servers() -> Iterator[tuple[_Current, LoopbackServer, _Current,
-                                        LoopbackServer]]:
+def _alipay_servers() -> Iterator[
+    tuple[_Current, LoopbackServer, _Current, LoopbackServer]
+]:
     gateway_app, hook_app = _Current(), _Current()
     with LoopbackServer(gateway_app) as server, LoopbackServer(hook_app) as hook:
         yield gateway_app, server, hook_app, hook
@@ -106,7 +107,12 @@ def alipay_sandbox(
     gateway_app.app = DispatcherMiddleware(NotFound(), {"/sandbox": sandbox.wsgi()})
     receiver = NotifyReceiver()
     hook_app.app = receiver
-    yield RunningAlipay(sandbox=sandbox, gateway=gateway, base_url=server.url,
-                        receiver=receiver, notify_url=f"{hook.url}/notify/alipay")
+    yield RunningAlipay(
+        sandbox=sandbox,
+        gateway=gateway,
+        base_url=server.url,
+        receiver=receiver,
+        notify_url=f"{hook.url}/notify/alipay",
+    )
     gateway_app.app = hook_app.app = NotFound()
     gateway.engine.dispose()

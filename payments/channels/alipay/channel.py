@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import time
+import urllib.error
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -96,8 +97,14 @@ TRADE_STATES = {
 class _AlipayAnswerError(ChannelError):
     """Carries Alipay's ``code`` and the verified answer, when there was one."""
 
-    def __init__(self, message: str, *, code: str | None = None,
-                 response: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        response: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, channel=CHANNEL, **kwargs)
         self.code = code
         self.response = dict(response or {})
@@ -595,6 +602,9 @@ class AlipayChannel(Channel):
             requests.RequestException,
             json.JSONDecodeError,
         ) as error:
+            if isinstance(error, urllib.error.HTTPError):
+                # The SDK drops the error page unread; its socket must be closed.
+                error.close()
             logger.warning(
                 "alipay_unavailable", extra={**extra, "error": type(error).__name__}
             )

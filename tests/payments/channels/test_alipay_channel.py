@@ -451,3 +451,32 @@ def test_no_bill_for_today(channel, alipay_sandbox):
 def test_config_is_frozen(channel):
     with pytest.raises(dataclasses.FrozenInstanceError):
         channel.config.app_id = "x"  # type: ignore[misc]
+
+
+def test_a_reversed_code_payment_stays_in_the_bill_with_its_refund(
+    channel, alipay_sandbox
+):
+    request = order(alipay_sandbox)
+    channel.pay_with_code(request, alipay_sandbox.payer_code())
+    channel.reverse(request.out_trade_no)
+    day = alipay_sandbox.sandbox.clock.now().astimezone(SHANGHAI).date()
+    alipay_sandbox.sandbox.clock.advance(86400)
+
+    bill = parse_alipay_bill(channel.download_bill(day).content)
+
+    assert [(line.kind, line.amount_fen) for line in bill.lines] == [
+        ("交易", 1250),
+        ("退款", -1250),
+    ]
+    assert bill.totals_match_summary()
+
+
+def test_an_unpaid_order_closes_at_its_expiry(channel, alipay_sandbox):
+    expires = alipay_sandbox.sandbox.clock.now() + dt.timedelta(minutes=10)
+    request = order(alipay_sandbox, expires_at=expires)
+    checkout = channel.create_order(request, PayerContext(PayerKind.PRECREATE))
+    requests.get(checkout.qr_content, timeout=5)
+
+    alipay_sandbox.sandbox.clock.advance(11 * 60)
+
+    assert channel.query(request.out_trade_no).state == TradeState.CLOSED
