@@ -84,22 +84,20 @@ CODE_PATTERN = re.compile(r"(2[5-9]|30)\d{14,22}")
 AMOUNT_PATTERN = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?")
 EXPRESS_PATTERN = re.compile(r"(\d+)([mhdc])")
 
+# The sandbox's demo people, with the same ids in every gateway so that the shared
+# payer page shows one person's codes together; each also has an Alipay user id
+# (2088…) and logon id, as Alipay's own users do.
 DEMO_PAYERS = (
     (
+        "demo-1",
         "2088102177000001",
-        "zhang.student@sandbox.example",
-        "张同学",
-        "Zhang (student)",
+        "zhangsan@sandbox.example",
+        "张三",
+        "Zhang San",
         100_000,
     ),
-    ("2088102177000002", "138****0002", "李老师", "Li (staff)", 50_000),
-    (
-        "2088102177000003",
-        "wang.student@sandbox.example",
-        "王同学",
-        "Wang (low balance)",
-        500,
-    ),
+    ("demo-2", "2088102177000002", "138****0002", "李四", "Li Si", 20_000),
+    ("demo-3", "2088102177000003", "wangwu@sandbox.example", "王五", "Wang Wu", 500),
 )
 
 
@@ -201,28 +199,36 @@ class AlipayGateway(Gateway):
     # -- the payer's side, shared with the sandbox's control pages ---------------
 
     def payers(self) -> list[dict[str, Any]]:
+        """Demo payers: ``id`` is the sandbox-wide demo id, ``user_id`` the
+        Alipay user id that answers and notifications carry."""
         with self._session() as session:
             return [
                 {
-                    "id": payer.user_id,
-                    "name": f"{payer.name_zh} {payer.name_en}",
+                    "id": payer.demo_id,
+                    "user_id": payer.user_id,
+                    "name": payer.name_zh,
                     "name_zh": payer.name_zh,
                     "name_en": payer.name_en,
                     "logon_id": payer.logon_id,
                     "balance_fen": payer.balance_fen,
                     "password_seconds": payer.password_seconds,
                 }
-                for payer in session.scalars(select(Payer).order_by(Payer.user_id))
+                for payer in session.scalars(select(Payer).order_by(Payer.demo_id))
             ]
 
     def current_code(self, payer_id: str) -> str:
+        """The payer's code (by demo id or Alipay user id): the one shown until a
+        minute has passed or it was used, then a new one. ``KeyError`` for an
+        unknown payer."""
         now = self.clock.now()
         with self._session() as session:
-            if session.get(Payer, payer_id) is None:
-                raise KeyError(payer_id)
+            payer = self._payer(session, payer_id)
             latest = session.scalars(
                 select(PaymentCode)
-                .where(PaymentCode.payer_id == payer_id, PaymentCode.used_at.is_(None))
+                .where(
+                    PaymentCode.payer_id == payer.user_id,
+                    PaymentCode.used_at.is_(None),
+                )
                 .order_by(PaymentCode.issued_at.desc())
             ).first()
             if latest is not None and now - latest.issued_at < CODE_REFRESH:
@@ -230,23 +236,30 @@ class AlipayGateway(Gateway):
             code = str(secrets.choice(range(25, 31))) + "".join(
                 secrets.choice("0123456789") for _ in range(16)
             )
-            session.add(PaymentCode(code=code, payer_id=payer_id, issued_at=now))
+            session.add(PaymentCode(code=code, payer_id=payer.user_id, issued_at=now))
         return code
 
-    def require_password(self, payer_id: str, seconds: int) -> None:
-        """The payer's next code payment waits ``seconds`` for the password."""
+    def set_password_needed(self, payer_id: str, seconds: int) -> None:
+        """The payer's next code payment answers 10003 and completes ``seconds``
+        later on the sandbox clock, as if the payer typed the password then;
+        0 turns the switch off."""
         with self._session() as session:
-            payer = session.get(Payer, payer_id)
-            if payer is None:
-                raise KeyError(payer_id)
-            payer.password_seconds = seconds
+            self._payer(session, payer_id).password_seconds = max(0, seconds)
 
     def set_balance(self, payer_id: str, balance_fen: int) -> None:
         with self._session() as session:
-            payer = session.get(Payer, payer_id)
-            if payer is None:
-                raise KeyError(payer_id)
-            payer.balance_fen = balance_fen
+            self._payer(session, payer_id).balance_fen = balance_fen
+
+    @staticmethod
+    def _payer(session: Session, payer_id: str) -> Payer:
+        payer = session.scalars(
+            select(Payer).where(
+                (Payer.demo_id == payer_id) | (Payer.user_id == payer_id)
+            )
+        ).first()
+        if payer is None:
+            raise KeyError(payer_id)
+        return payer
 
     def trade(self, out_trade_no: str) -> dict[str, Any] | None:
         """A trade's state, for tests and the control API."""
@@ -290,13 +303,14 @@ class AlipayGateway(Gateway):
         with self._session() as session:
             if session.scalar(select(func.count()).select_from(Payer)):
                 return
-            for user_id, logon_id, name_zh, name_en, balance in DEMO_PAYERS:
+            for demo_id, user_id, logon_id, zh, en, balance in DEMO_PAYERS:
                 session.add(
                     Payer(
+                        demo_id=demo_id,
                         user_id=user_id,
                         logon_id=logon_id,
-                        name_zh=name_zh,
-                        name_en=name_en,
+                        name_zh=zh,
+                        name_en=en,
                         balance_fen=balance,
                     )
                 )
@@ -1162,7 +1176,9 @@ class AlipayGateway(Gateway):
             payer_id = request.form.get("payer_id", "")
             code = secrets.token_hex(16)
             with self._session() as session:
-                if session.get(Payer, payer_id) is None:
+                try:
+                    payer_id = self._payer(session, payer_id).user_id
+                except KeyError:
                     abort(400)
                 session.add(
                     AuthCode(
@@ -1245,8 +1261,9 @@ class AlipayGateway(Gateway):
                         return redirect(trade.quit_url)
                     message = "cancelled"
                 else:
-                    payer = session.get(Payer, request.form.get("payer_id", ""))
-                    if payer is None:
+                    try:
+                        payer = self._payer(session, request.form.get("payer_id", ""))
+                    except KeyError:
                         abort(400)
                     if payer.balance_fen < trade.total_fen:
                         message = "balance"
@@ -1310,13 +1327,13 @@ class AlipayGateway(Gateway):
             if request.method == "POST":
                 body = request.get_json(force=True)
                 if "password_seconds" in body:
-                    self.require_password(payer_id, int(body["password_seconds"]))
+                    self.set_password_needed(payer_id, int(body["password_seconds"]))
                 if "balance_fen" in body:
                     self.set_balance(payer_id, int(body["balance_fen"]))
             code = self.current_code(payer_id)
         except KeyError:
             abort(404)
-        payer = next(p for p in self.payers() if p["id"] == payer_id)
+        payer = next(p for p in self.payers() if payer_id in (p["id"], p["user_id"]))
         return _json({**payer, "code": code})
 
     def _control_trade(self, out_trade_no: str) -> Response:

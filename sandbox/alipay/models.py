@@ -25,6 +25,9 @@ class Payer(Base):
 
     user_id: Mapped[str] = mapped_column(String(16), primary_key=True)
     """2088 and twelve digits, as Alipay's user ids are."""
+    demo_id: Mapped[str] = mapped_column(String(16), unique=True)
+    """The sandbox-wide id of the demo person (``demo-1``), the same in every
+    gateway."""
     logon_id: Mapped[str] = mapped_column(String(64))
     name_zh: Mapped[str] = mapped_column(String(32))
     name_en: Mapped[str] = mapped_column(String(64))

@@ -411,3 +411,17 @@ def test_no_bill_before_the_day_is_over(client, alipay_sandbox):
     )
     key = "alipay_data_dataservice_bill_downloadurl_query_response"
     assert client.verified(raw, key)["sub_code"] == "isp.bill_not_exist"
+
+
+def test_demo_payers_share_the_sandbox_ids(alipay_sandbox):
+    gateway = alipay_sandbox.gateway
+    payers = gateway.payers()
+
+    gateway.set_password_needed("demo-2", 10)
+
+    assert [payer["id"] for payer in payers] == ["demo-1", "demo-2", "demo-3"]
+    assert all(re.fullmatch(r"2088\d{12}", payer["user_id"]) for payer in payers)
+    assert gateway.payers()[1]["password_seconds"] == 10
+    assert gateway.current_code("demo-1") == gateway.current_code(payers[0]["user_id"])
+    with pytest.raises(KeyError):
+        gateway.current_code("nobody")

@@ -86,7 +86,8 @@ def test_code_payment_succeeds_and_query_agrees(channel, alipay_sandbox):
     )
     assert queried.state == TradeState.SUCCEEDED
     assert queried.transaction_id == paid.transaction_id
-    assert queried.payer_id == paid.payer_id == alipay_sandbox.gateway.payers()[0]["id"]
+    user_id = alipay_sandbox.gateway.payers()[0]["user_id"]
+    assert queried.payer_id == paid.payer_id == user_id
     assert alipay_sandbox.gateway.payers()[0]["balance_fen"] == before - 1250
 
 
@@ -94,7 +95,7 @@ def test_password_needed_answers_paying_until_the_payer_confirms(
     channel, alipay_sandbox
 ):
     payer = alipay_sandbox.gateway.payers()[1]["id"]
-    alipay_sandbox.gateway.require_password(payer, 30)
+    alipay_sandbox.gateway.set_password_needed(payer, 30)
     request = order(alipay_sandbox)
 
     first = channel.pay_with_code(request, alipay_sandbox.gateway.current_code(payer))
@@ -227,7 +228,7 @@ def test_in_app_order_uses_the_buyer_id_from_user_authorisation(
 
     assert "授权" in page.text
     assert back["state"] == "s1" and back["source"] == "alipay_wallet"
-    assert buyer_id == payer
+    assert buyer_id == alipay_sandbox.gateway.payers()[1]["user_id"]
     assert checkout.jsapi_params["tradeNO"]
     assert channel.query(request.out_trade_no).state == TradeState.PAYING
     with pytest.raises(AlipayRejected) as reused:
