@@ -53,9 +53,10 @@ from urllib.parse import urlencode
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
-from flask import Flask, Response, abort, redirect, render_template, request, url_for
+from flask import Flask, abort, redirect, render_template, request, url_for
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.wrappers import Response
 
 from sandbox.alipay import bills, signing
 from sandbox.alipay.keys import SANDBOX_SELLER_EMAIL, ensure_keys
@@ -448,7 +449,11 @@ class AlipayGateway(Gateway):
             delivery = notice.delivery
             if not ok and delivery is not None:
                 # Outbox appends this attempt after asking us; the next attempt's
-                # wait is therefore schedule[len(attempts)].
+                # wait is therefore schedule[len(attempts)]. Known gap: when the
+                # receiver cannot be reached at all, Outbox never asks us, so the
+                # next attempt repeats this notify_time and a receiver that checks
+                # freshness refuses it as stale. Fixing it needs a hook in
+                # sandbox.core.Outbox called before every attempt.
                 retry = len(delivery.attempts)
                 if retry < len(schedule):
                     delivery.body = notice.body(
