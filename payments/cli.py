@@ -198,7 +198,20 @@ def demo_seed(students: int, random_seed: int) -> None:
         return
     rng = random.Random(random_seed)
     # One INFO line per card and entry would bury the summary.
-    logging.getLogger("payments").setLevel(logging.WARNING)
+    quiet = logging.getLogger("payments")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        _seed(students, rng)
+    finally:
+        quiet.setLevel(level)
+    click.echo(
+        f"demo data: {students} students with cards, {len(MERCHANTS)} merchants, "
+        f"operators {', '.join(name for name, _, _ in OPERATORS)}"
+    )
+
+
+def _seed(students: int, rng: random.Random) -> None:
     with db.transaction() as session:
         for username, role, name in OPERATORS:
             create_operator(session, username, f"{username}-demo-pass", [role], name)
@@ -241,10 +254,6 @@ def demo_seed(students: int, random_seed: int) -> None:
                         memo="demo opening balance",
                         created_by=ACTOR,
                     )
-    click.echo(
-        f"demo data: {students} students with cards, {len(MERCHANTS)} merchants, "
-        f"operators {', '.join(name for name, _, _ in OPERATORS)}"
-    )
 
 
 def init_app(app: Flask) -> None:

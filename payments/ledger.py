@@ -459,7 +459,8 @@ def check_ledger(session: Session) -> list[LedgerProblem]:
     balances where none are allowed. An empty list means balanced."""
     problems: list[LedgerProblem] = []
 
-    total = session.scalar(select(func.coalesce(func.sum(Posting.amount_fen), 0)))
+    # int(): PostgreSQL sums a bigint column into a numeric.
+    total = int(session.scalar(select(func.coalesce(func.sum(Posting.amount_fen), 0))))
     if total != 0:
         problems.append(LedgerProblem(None, f"trial balance is {total} fen, not 0"))
 
@@ -469,15 +470,18 @@ def check_ledger(session: Session) -> list[LedgerProblem]:
         .having(func.sum(Posting.amount_fen) != 0)
     ).all()
     for entry_id, amount in unbalanced:
-        problems.append(LedgerProblem(None, f"entry {entry_id} sums to {amount} fen"))
+        problems.append(
+            LedgerProblem(None, f"entry {entry_id} sums to {int(amount)} fen")
+        )
 
-    sums = dict(
-        session.execute(
+    sums = {
+        account_id: int(amount)
+        for account_id, amount in session.execute(
             select(Posting.account_id, func.sum(Posting.amount_fen)).group_by(
                 Posting.account_id
             )
-        ).all()
-    )
+        )
+    }
     # Columns, not entities: objects already in the session could carry balances
     # read before another transaction's commit.
     accounts = session.execute(

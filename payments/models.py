@@ -1,17 +1,22 @@
 """The payments tables, imported together for Alembic."""
 
 from payments.cards import Card, CardStatusChange
+from payments.channel_log import ChannelCall, NotificationRecord
 from payments.channels.received import ReceivedNotification
 from payments.ledger import Account, JournalEntry, Posting
 from payments.merchants import Merchant, Terminal
+from payments.topups import TopUp
 
 __all__ = [
     "Account",
     "Card",
+    "ChannelCall",
     "CardStatusChange",
     "JournalEntry",
     "Merchant",
+    "NotificationRecord",
     "Posting",
     "ReceivedNotification",
     "Terminal",
+    "TopUp",
 ]
