@@ -145,6 +145,8 @@ class WechatGateway(Gateway):
         """The platform certificate that signs in certificate mode."""
         self.refund_seconds = 5
         """How long a refund stays PROCESSING."""
+        self.certificate_downloads = 0
+        """How often ``/v3/certificates`` was asked, for tests of clients."""
         self._seed_payers()
         self.app = self._make_app()
 
@@ -554,7 +556,7 @@ class WechatGateway(Gateway):
             raise ApiError(401, "SIGN_ERROR", "错误的签名，导致验签失败")
 
     def _signer(self) -> tuple[rsa.RSAPrivateKey, str]:
-        named = request.headers.get("Wechatpay-Serial", "") if request else ""
+        named = request.headers.get("Wechatpay-Serial", "")
         if named == self.keys.public_key_id or (
             not named and self.platform_mode == "public_key"
         ):
@@ -622,6 +624,7 @@ class WechatGateway(Gateway):
     # -- /v3/certificates -----------------------------------------------------
 
     def _certificates(self) -> Response:
+        self.certificate_downloads += 1
         data = []
         for platform in self.keys.platform_certificates:
             cert = platform.certificate
@@ -1066,6 +1069,8 @@ class WechatGateway(Gateway):
             raise ApiError(400, "NO_STATEMENT_EXIST", "当日无交易，账单不存在")
         raw = content.encode()
         token = secrets.token_urlsafe(32)
+        for stale in [t for t, entry in self._bills.items() if entry[2] <= now]:
+            del self._bills[stale]
         self._bills[token] = (
             raw,
             tar_type == "GZIP",

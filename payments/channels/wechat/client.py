@@ -6,8 +6,8 @@ What the SDK does and what we add (wechatpayv3 2.0.4, pinned):
   downloads platform certificates from inside its constructor, before anyone could
   change that address: ``_Core`` sets the address before the first download.
 - It refreshes certificates by clearing its list and refilling it, so a failed
-  refresh leaves none; ``_Core`` keeps the old list when a refresh brings nothing
-  and lets one thread refresh at a time.
+  refresh leaves none; ``_Core`` keeps the old list when a refresh brings nothing,
+  lets one thread refresh at a time, and at most once a minute.
 - It raises a bare ``Exception`` for an unsigned or badly signed 2xx answer, and
   ``ValueError`` for an odd ``Wechatpay-Serial``; ``_Core`` turns every failed
   verification into ``Unverified`` so that ``call`` can tell a forged answer from
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -49,6 +50,10 @@ UNAVAILABLE_CODES = frozenset(
 )
 
 
+REFRESH_INTERVAL_SECONDS = 60
+"""At most one platform-certificate download a minute."""
+
+
 class Unverified(Exception):
     """A WeChat Pay signature that is missing, malformed or wrong."""
 
@@ -57,6 +62,7 @@ class _Core(Core):  # type: ignore[misc]
     def __init__(self, *, gateway: str, **kwargs: Any) -> None:
         self._campus_gateway = gateway
         self._refresh_lock = threading.Lock()
+        self._refreshed_at = float("-inf")
         super().__init__(**kwargs)
         self._gate_way = gateway
 
@@ -66,6 +72,12 @@ class _Core(Core):  # type: ignore[misc]
 
     def _update_certificates(self) -> None:
         with self._refresh_lock:
+            # Every answer or notification naming an unknown serial makes the SDK
+            # download the certificates again; a flood of forged notifications
+            # must not become a flood of downloads.
+            if time.monotonic() - self._refreshed_at < REFRESH_INTERVAL_SECONDS:
+                return
+            self._refreshed_at = time.monotonic()
             previous = self._certificates
             self._certificates = []
             try:

@@ -8,6 +8,7 @@ in platform-public-key mode and in platform-certificate mode."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -356,3 +357,24 @@ def test_trade_bill_downloads_checked_and_lists_the_day(
     assert rows[order.out_trade_no].settled_fen == 1999
     assert rows[order.out_trade_no].transaction_id == paid.transaction_id
     assert bill.filename.endswith(".csv") and len(bill.sha256) == 64
+
+
+def test_our_acknowledgements_are_what_wechat_pay_expects(
+    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver
+) -> None:
+    refused_body, refused_status, refused_headers = wechat.notification_ack(False)
+    accepted_body, accepted_status, _ = wechat.notification_ack(True)
+    assert refused_status >= 400 and json.loads(refused_body)["code"] == "FAIL"
+    assert refused_headers["Content-Type"] == "application/json"
+    assert 200 <= accepted_status < 300 and accepted_body == b""
+
+    receiver.answers = [(refused_status, refused_body)]
+    receiver.default = (accepted_status, accepted_body)
+    order = new_order(receiver)
+    checkout = wechat.create_order(order, PayerContext(PayerKind.NATIVE))
+    served_sandbox.pay(prepay_of(checkout.qr_content or ""))
+    assert served_sandbox.deliver() == 0  # refused: WeChat Pay will try again
+    served_sandbox.clock.advance(15)
+    assert served_sandbox.deliver() == 1  # accepted: no more attempts
+    served_sandbox.clock.advance(3600)
+    assert served_sandbox.deliver() == 0 and len(receiver.received) == 2

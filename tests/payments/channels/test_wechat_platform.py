@@ -11,7 +11,14 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from payments.channels.base import OrderRequest, PayerContext, PayerKind
+import pytest
+
+from payments.channels.base import (
+    BadNotificationSignature,
+    OrderRequest,
+    PayerContext,
+    PayerKind,
+)
 from payments.channels.wechat import WechatChannel
 from tests.sandbox.conftest import (  # noqa: F401 (fixtures)
     ServedSandbox,
@@ -73,3 +80,26 @@ def test_public_key_mode_never_needs_the_certificates(
     wechat = make_wechat_channel("public_key")
     signed_call(wechat)
     assert wechat.client._core._certificates == []
+
+
+def test_notifications_naming_unknown_serials_do_not_flood_the_gateway(
+    make_wechat_channel, served_sandbox: ServedSandbox
+) -> None:
+    gateway = served_sandbox.sandbox.gateways["wechat"]
+    wechat = make_wechat_channel("certificate")
+    signed_call(wechat)
+    before = gateway.certificate_downloads  # type: ignore[attr-defined]
+    headers = {
+        "Wechatpay-Timestamp": str(int(served_sandbox.clock.now().timestamp())),
+        "Wechatpay-Nonce": "n",
+        "Wechatpay-Signature": "c2lnbmF0dXJl",
+        "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+    }
+    for serial in ("ABCDEF01", "ABCDEF02", "ABCDEF03"):
+        with pytest.raises(BadNotificationSignature):
+            wechat.parse_notification(
+                headers | {"Wechatpay-Serial": serial}, b'{"id": "x"}'
+            )
+    # The first unknown serial may be a rotation and is worth one download; the
+    # rest within the minute are not.
+    assert gateway.certificate_downloads - before <= 1  # type: ignore[attr-defined]
