@@ -183,8 +183,17 @@ class AlipayChannel(Channel):
         self._sdk = _CampusAliPay(config, self._clock)
 
     @classmethod
-    def from_app(cls, app: Any) -> AlipayChannel:
-        return cls(AlipayConfig.from_settings(app.extensions["campus.settings"]))
+    def from_app(
+        cls,
+        app: Any,
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        session_factory: Callable[[], Session] | None = None,
+    ) -> AlipayChannel:
+        """The channel as the app's settings configure it; ``clock`` is the
+        sandbox's when it is mounted, so that moving its time moves ours."""
+        config = AlipayConfig.from_settings(app.extensions["campus.settings"])
+        return cls(config, clock=clock, session_factory=session_factory)
 
     # -- orders -------------------------------------------------------------------
 

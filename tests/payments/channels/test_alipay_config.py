@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -116,14 +117,17 @@ def test_production_refuses_the_sandbox_gateway(tmp_path):
 
 
 def test_from_app_uses_the_app_settings(app):
-    channel = AlipayChannel.from_app(app)
+    moment = dt.datetime(2026, 9, 1, 4, 0, tzinfo=dt.UTC)
+    channel = AlipayChannel.from_app(app, clock=lambda: moment)
     settings = app.extensions["campus.settings"]
+    stamp = channel._sdk.build_body("alipay.trade.query", {})["timestamp"]
 
     assert channel.config.sandbox
     assert channel.config.gateway_url == (
         f"{settings.base_url.rstrip('/')}/sandbox/alipay/gateway.do"
     )
     assert (Path(settings.instance_path) / "sandbox" / "alipay").is_dir()
+    assert stamp == "2026-09-01 12:00:00"
 
 
 def test_the_config_is_frozen(alipay_keys):
