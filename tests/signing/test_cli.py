@@ -1,0 +1,95 @@
+"""``flask signing``: the commands a person runs, through a real app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskCliRunner
+
+from campus import create_app
+from campus.settings import Settings
+from signing import signing_service
+from signing.devpki import DevelopmentPKI
+from tests.signing import tampering
+
+
+@pytest.fixture
+def runner(
+    settings: Settings, pki: DevelopmentPKI, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FlaskCliRunner]:
+    # The session's PKI, so that no second one is made and served.
+    monkeypatch.setenv("CAMPUS_SIGNING_DEV_PKI_PATH", str(pki.path))
+    app = create_app(settings)
+    yield app.test_cli_runner()
+
+
+def test_app_creation_makes_no_pki(settings: Settings, tmp_path: Path) -> None:
+    app = create_app(settings, instance_path=tmp_path / "fresh")
+
+    assert signing_service(app).config.keys[0].kind == "development"
+    assert not (tmp_path / "fresh" / "signing").exists()
+
+
+def test_init_dev_pki_is_idempotent(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAMPUS_SIGNING_DEV_PKI_PATH", str(tmp_path / "pki"))
+    runner = create_app(settings).test_cli_runner()
+
+    first = runner.invoke(args=["signing", "init-dev-pki"])
+    second = runner.invoke(args=["signing", "init-dev-pki"])
+
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("made: ")
+    assert second.exit_code == 0, second.output
+    assert second.output.startswith("already there: ")
+    assert first.output.splitlines()[1:] == second.output.splitlines()[1:]
+
+
+def test_sign_then_validate(
+    runner: FlaskCliRunner, document: bytes, tmp_path: Path
+) -> None:
+    source = tmp_path / "transcript.pdf"
+    source.write_bytes(document)
+
+    signed = runner.invoke(args=["signing", "sign", str(source), "--level", "B-LT"])
+    checked = runner.invoke(
+        args=["signing", "validate", str(tmp_path / "transcript.signed.pdf"), "--json"]
+    )
+
+    assert signed.exit_code == 0, signed.output
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.output)
+    assert report["ok"] is True
+    assert report["signatures"][0]["level"] == "B-LT"
+
+
+def test_validate_exit_code_tells_the_bottom_line(
+    runner: FlaskCliRunner,
+    service,
+    tmp_path: Path,
+    document: bytes,  # type: ignore[no-untyped-def]
+) -> None:
+    changed = tmp_path / "changed.pdf"
+    changed.write_bytes(tampering.flip_byte_in_text(service.sign(document)))
+    garbage = tmp_path / "garbage.pdf"
+    garbage.write_bytes(b"not a pdf")
+
+    tampered = runner.invoke(args=["signing", "validate", str(changed)])
+    unreadable = runner.invoke(args=["signing", "validate", str(garbage)])
+
+    assert tampered.exit_code == 1, tampered.output
+    assert "failed" in tampered.output and "intact" in tampered.output
+    assert unreadable.exit_code == 2, unreadable.output
+
+
+def test_status(runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["signing", "status"])
+
+    assert result.exit_code == 0, result.output
+    assert "signer development:rsa" in result.output
+    assert "[signs now]" in result.output
+    assert "TSA http://127.0.0.1:" in result.output and ": ok," in result.output
