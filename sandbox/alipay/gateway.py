@@ -21,7 +21,9 @@ Fault switches (``sandbox.core.Faults``, channel ``alipay``, for one
 ``user_paying_seconds``     a code payment answers 10003 and completes this
                             many seconds later (sandbox clock)
 ``response_signature``      ``bad`` (signed with another key) or ``missing``
-``notification``            ``drop``, ``duplicate``, ``reorder``,
+``notification``            ``drop``, ``duplicate``, ``reorder`` (held back
+                            and sent after the next notification, or on
+                            ``POST /alipay/control/notifications/release``),
                             ``bad_signature`` or ``different_amount``
 ``notification_delay_s``    send notifications this many seconds late
 ``bill_missing_line``       leave the order out of its day's bill
@@ -509,6 +511,12 @@ class AlipayGateway(Gateway):
         )
         app.add_url_rule(
             "/control/trades/<out_trade_no>", "control_trade", self._control_trade
+        )
+        app.add_url_rule(
+            "/control/notifications/release",
+            "release",
+            self._control_release,
+            methods=["POST"],
         )
         return app
 
@@ -1346,6 +1354,12 @@ class AlipayGateway(Gateway):
         if trade is None:
             abort(404)
         return _json(trade)
+
+    def _control_release(self) -> Response:
+        """Send the notification a ``reorder`` fault is holding back."""
+        held = len(self._held)
+        self.release_held_notifications()
+        return _json({"released": held})
 
 
 def _json(value: Any) -> Response:

@@ -425,3 +425,24 @@ def test_demo_payers_share_the_sandbox_ids(alipay_sandbox):
     assert gateway.current_code("demo-1") == gateway.current_code(payers[0]["user_id"])
     with pytest.raises(KeyError):
         gateway.current_code("nobody")
+
+
+def test_a_held_notification_is_released_through_the_control_api(
+    client, alipay_sandbox
+):
+    alipay_sandbox.sandbox.faults.set("alipay", "notification", "reorder")
+    client.call(
+        "alipay.trade.pay",
+        pay_biz(alipay_sandbox),
+        notify_url=alipay_sandbox.notify_url,
+    )
+    base = f"{alipay_sandbox.base_url}/sandbox/alipay/control"
+
+    held = alipay_sandbox.sandbox.outbox.all()
+    released = requests.post(f"{base}/notifications/release", timeout=5).json()
+    trade = requests.get(f"{base}/trades/HAND-1", timeout=5).json()
+
+    assert held == []
+    assert released == {"released": 1}
+    assert len(alipay_sandbox.sandbox.outbox.all()) == 1
+    assert (trade["status"], trade["total_fen"]) == ("TRADE_SUCCESS", 300)
