@@ -7,6 +7,7 @@ its ``init_app``; nothing here knows how payments or transcripts work.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from apiflask import APIFlask
@@ -75,6 +76,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     import signing
     import transcripts
 
+    if settings.channels == "sandbox":
+        # The built-in WeChat Pay and Alipay gateways, served beside the app at
+        # /sandbox; production mode refuses this setting.
+        _mount_sandbox(app, settings)
     payments.init_app(app)
     signing.init_app(app)
     transcripts.init_app(app)
@@ -89,6 +94,26 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
         extra={"mode": settings.mode, "database": app_database_label(settings)},
     )
     return app
+
+
+# One sandbox per instance folder and process: it is a foreign system whose state
+# (clock, faults, queued notifications) outlives any one app object.
+_sandboxes: dict[Path, Any] = {}
+
+
+def _mount_sandbox(app: APIFlask, settings: Settings) -> None:
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from sandbox import create_sandbox
+
+    folder = settings.instance_path.resolve()
+    if folder not in _sandboxes:
+        _sandboxes[folder] = create_sandbox(folder)
+    sandbox = _sandboxes[folder]
+    app.extensions["campus.sandbox"] = sandbox
+    app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, {"/sandbox": sandbox.wsgi()}
+    )
 
 
 def app_database_label(settings: Settings) -> str:

@@ -70,6 +70,18 @@ class Settings:
     log_level: str = "INFO"
     """Level of the root logger."""
 
+    top_up_min_fen: int = 100
+    """Smallest top-up, in fen (1 yuan)."""
+
+    top_up_max_fen: int = 100_000
+    """Largest single top-up, in fen (1,000 yuan)."""
+
+    top_up_daily_cap_fen: int = 200_000
+    """Most a card may be topped up per business day, in fen (2,000 yuan)."""
+
+    top_up_expiry_minutes: int = 15
+    """An unpaid top-up is closed at the channel after this long."""
+
     scheduler: bool = True
     """Run the periodic jobs (order queries, nightly reconciliation) inside the web
     process. Turn off when a cron job or systemd timer runs them instead."""
@@ -104,6 +116,13 @@ class Settings:
                 continue
             if field.type in ("bool", bool):
                 values[field.name] = _flag(raw)
+            elif field.type in ("int", int):
+                try:
+                    values[field.name] = int(raw)
+                except ValueError as error:
+                    raise SettingsError(
+                        f"{PREFIX}{field.name.upper()} must be a whole number"
+                    ) from error
             elif field.type in ("Path", Path):
                 values[field.name] = Path(raw)
             else:
@@ -122,6 +141,16 @@ class Settings:
             )
         if self.channels not in {"sandbox", "live"}:
             raise SettingsError(f"{PREFIX}CHANNELS must be 'sandbox' or 'live'")
+        if (
+            not 0
+            < self.top_up_min_fen
+            <= self.top_up_max_fen
+            <= self.top_up_daily_cap_fen
+        ):
+            raise SettingsError(
+                f"{PREFIX}TOP_UP_MIN_FEN <= {PREFIX}TOP_UP_MAX_FEN <= "
+                f"{PREFIX}TOP_UP_DAILY_CAP_FEN must hold, all above zero"
+            )
         if self.log_format not in {"", "text", "json"}:
             raise SettingsError(f"{PREFIX}LOG_FORMAT must be 'text' or 'json'")
         try:

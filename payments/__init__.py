@@ -6,7 +6,9 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from payments import api, cli
+    from payments import api, cli, notifications, top_up_pages
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(notifications.bp)
+    app.register_blueprint(top_up_pages.bp)
     cli.init_app(app)

@@ -30,9 +30,9 @@ from payments.channels.base import (
 
 logger = logging.getLogger(__name__)
 
-# Keys whose values never go into a record: a payer's full payment code and the
-# channels' signatures (useless later, and the code is a bearer token for a minute).
-_SECRET_KEYS = {"auth_code", "bar_code", "payment_code", "sign", "paySign"}
+# Keys whose values never go into a record: a payer's payment code is a bearer token
+# for a minute, and nobody needs it afterwards.
+_SECRET_KEYS = {"auth_code", "bar_code", "payment_code"}
 
 
 class ChannelCall(Base):

@@ -8,11 +8,13 @@ empty and migrated with the real Alembic revisions. Every test commits for real
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command as alembic_command
@@ -141,3 +143,44 @@ def sign_in_operator(session: Session, client):
         assert response.status_code == 200
 
     return sign_in
+
+
+class _Forward:
+    """A WSGI app that forwards to one set after the server has its port."""
+
+    target: Any = None
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        return self.target(environ, start_response)
+
+
+@dataclasses.dataclass
+class LiveApp:
+    """The app served on a real loopback port, with its sandbox mounted."""
+
+    app: Any
+    url: str
+
+    @property
+    def sandbox(self) -> Any:
+        return self.app.extensions["campus.sandbox"]
+
+
+@pytest.fixture
+def live_app(app, settings: Settings) -> Iterator[LiveApp]:  # type: ignore[no-untyped-def]
+    """A second app object like ``app`` but served over HTTP, so that the SDKs, the
+    sandbox's notifications and a browser reach it as in production. Its sandbox's
+    clock and faults are reset around each test."""
+    from sandbox.core import LoopbackServer
+
+    forward = _Forward()
+    server = LoopbackServer(forward).start()
+    served = create_app(settings, base_url=server.url)
+    forward.target = served
+    live = LiveApp(served, server.url)
+    live.sandbox.clock.reset()
+    live.sandbox.faults.clear()
+    yield live
+    live.sandbox.clock.reset()
+    live.sandbox.faults.clear()
+    server.stop()
