@@ -682,10 +682,11 @@ class AlipayChannel(Channel):
             "code": code,
             "sub_code": sub_code,
         }
-        message = (
-            f"Alipay {operation}: {code} {sub_code or ''} "
-            f"{answer.get('sub_msg') or answer.get('msg') or ''}".strip()
-        )
+        # isv.invalid-signature's sub_msg goes on with the whole string the
+        # gateway checked, payment code included: keep what precedes it.
+        reason = str(answer.get("sub_msg") or answer.get("msg") or "")
+        message = f"Alipay {operation}: {code} {sub_code or ''} {reason}"
+        message = message.split("：", 1)[0].strip()
         if (
             code == "20000"
             or code is None

@@ -175,12 +175,17 @@ def test_a_request_signed_with_another_key_is_refused(
         dataclasses.replace(channel.config, app_private_key=stranger.app_private_key),
         clock=alipay_sandbox.sandbox.clock.now,
     )
+    code = alipay_sandbox.payer_code()
     with pytest.raises(AlipayRejected) as refused:
-        impostor.query("ANY")
+        impostor.pay_with_code(order(alipay_sandbox), code)
     assert (refused.value.code, refused.value.sub_code) == (
         "40002",
         "isv.invalid-signature",
     )
+    # Alipay echoes the string it checked, payment code and all: not in our
+    # message, which callers log.
+    assert code in refused.value.response["sub_msg"]
+    assert code not in str(refused.value)
 
 
 def test_an_answer_signed_by_someone_else_is_forged(channel, alipay_sandbox, tmp_path):
