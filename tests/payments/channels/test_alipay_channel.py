@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -481,3 +482,27 @@ def test_an_unpaid_order_closes_at_its_expiry(channel, alipay_sandbox):
     alipay_sandbox.sandbox.clock.advance(11 * 60)
 
     assert channel.query(request.out_trade_no).state == TradeState.CLOSED
+
+
+def test_one_code_at_two_terminals_at_once_pays_once(channel, alipay_sandbox):
+    code = alipay_sandbox.payer_code()
+    orders = [order(alipay_sandbox), order(alipay_sandbox)]
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def pay(request: OrderRequest) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(channel.pay_with_code(request, code).state)
+        except AlipayRejected as refused:
+            outcomes.append(refused.sub_code)
+
+    threads = [threading.Thread(target=pay, args=(request,)) for request in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert sorted(map(str, outcomes)) == sorted(
+        [str(TradeState.SUCCEEDED), "ACQ.PAYMENT_AUTH_CODE_INVALID"]
+    )
