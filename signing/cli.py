@@ -171,6 +171,36 @@ def validate(
     sys.exit(report.exit_code)
 
 
+@signing_group.command("add-certificate-to-token")
+@click.argument(
+    "certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--label", required=True, help="The label of the key it belongs to.")
+@with_appcontext
+def add_certificate_to_token(certificate: Path, label: str) -> None:
+    """Store a PEM CERTIFICATE on the CAMPUS_SIGNING_PKCS11_* token beside the key
+    labelled LABEL (softhsm2-util imports keys only)."""
+    from cryptography import x509
+
+    from signing.keys import store_certificate_on_token
+
+    config = _service().config
+    if not (config.pkcs11_module and config.pkcs11_token_label):
+        raise click.ClickException(
+            "set CAMPUS_SIGNING_PKCS11_MODULE, CAMPUS_SIGNING_PKCS11_TOKEN_LABEL "
+            "and CAMPUS_SIGNING_PKCS11_PIN"
+        )
+    try:
+        parsed = x509.load_pem_x509_certificate(certificate.read_bytes())
+    except ValueError as error:
+        raise click.ClickException(f"{certificate} is not a PEM certificate") from error
+    try:
+        store_certificate_on_token(config, label, parsed)
+    except SigningError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"stored {parsed.subject.rfc4514_string()} as {label!r}")
+
+
 @signing_group.command("status")
 @with_appcontext
 def status() -> None:

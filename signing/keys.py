@@ -238,6 +238,38 @@ def _token_session(config: SigningConfig) -> tuple[Any, threading.Lock]:
         return _token_sessions[key]
 
 
+def store_certificate_on_token(
+    config: SigningConfig, label: str, certificate: Any, key_id: bytes | None = None
+) -> None:
+    """Write ``certificate`` (a ``cryptography`` certificate) onto the configured
+    token under ``label``, beside the key of that label, where ``TokenKey`` looks
+    for it. softhsm2-util imports only keys, and HSM vendors' tools differ; this
+    works with any token through PKCS#11 itself."""
+    import pkcs11
+    from pkcs11 import Attribute
+    from pkcs11.util.x509 import decode_x509_certificate
+
+    attributes = decode_x509_certificate(
+        certificate.public_bytes(serialization.Encoding.DER)
+    )
+    attributes[Attribute.TOKEN] = True
+    attributes[Attribute.LABEL] = label
+    if key_id is not None:
+        attributes[Attribute.ID] = key_id
+    with translated(f"store certificate {label!r} on the token"):
+        token = pkcs11.lib(config.pkcs11_module).get_token(
+            token_label=config.pkcs11_token_label
+        )
+        try:
+            session = token.open(rw=True, user_pin=config.pkcs11_pin or None)
+        except pkcs11.exceptions.UserAlreadyLoggedIn:
+            # Login belongs to the process: a key of this token already signed
+            # here, and every new session shares that login.
+            session = token.open(rw=True)
+        with session:
+            session.create_object(attributes)
+
+
 class TokenKey(SigningKey):
     """A key on a PKCS#11 token (an HSM, or SoftHSM2 in tests); its certificate is
     read from the token under the same label."""

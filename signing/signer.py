@@ -17,6 +17,13 @@ What is kept across documents in one process, and why:
 
 Every call out (TSA, OCSP, CRL) has ``timeout_seconds``; failures surface as
 ``signing.errors.TrustServiceUnavailable`` naming the URL.
+
+TODO: a B-LTA file stays verifiable until its TSA's certificate expires (12 years
+for the development TSA). Keeping files verifiable beyond that needs archive
+renewal: a job adding a fresh document timestamp (pyHanko's
+``PdfTimeStamper.update_archival_timestamp_chain``) to every stored file some
+years before the last one's TSA certificate expires. It belongs with the
+registry of issued files, which is not in this package.
 """
 
 from __future__ import annotations

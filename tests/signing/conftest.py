@@ -197,22 +197,18 @@ def softhsm(pki: DevelopmentPKI, signing_folder: Path) -> Iterator[dict[str, str
 
 def _store_certificates(module: str, pki: DevelopmentPKI) -> None:
     """softhsm2-util imports keys only; certificates go in through PKCS#11."""
-    import pkcs11
-    from cryptography.hazmat.primitives import serialization
-    from pkcs11 import Attribute
-    from pkcs11.util.x509 import decode_x509_certificate
+    from signing.keys import store_certificate_on_token
 
-    token = pkcs11.lib(module).get_token(token_label=TOKEN_LABEL)
-    with token.open(rw=True, user_pin=TOKEN_PIN) as session:
-        for number, signer in enumerate(("rsa", "ecdsa"), start=1):
-            der = pki.certificate(f"signer-{signer}").public_bytes(
-                serialization.Encoding.DER
-            )
-            attributes = decode_x509_certificate(der)
-            attributes[Attribute.TOKEN] = True
-            attributes[Attribute.LABEL] = f"signer-{signer}"
-            attributes[Attribute.ID] = bytes([number])
-            session.create_object(attributes)
+    config = SigningConfig(
+        pkcs11_module=module, pkcs11_token_label=TOKEN_LABEL, pkcs11_pin=TOKEN_PIN
+    )
+    for number, signer in enumerate(("rsa", "ecdsa"), start=1):
+        store_certificate_on_token(
+            config,
+            f"signer-{signer}",
+            pki.certificate(f"signer-{signer}"),
+            key_id=bytes([number]),
+        )
 
 
 @pytest.fixture(scope="session")

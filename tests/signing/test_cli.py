@@ -93,3 +93,78 @@ def test_status(runner: FlaskCliRunner) -> None:
     assert "signer development:rsa" in result.output
     assert "[signs now]" in result.output
     assert "TSA http://127.0.0.1:" in result.output and ": ok," in result.output
+
+
+def test_sign_and_validate_through_softhsm(
+    settings: Settings,
+    pki: DevelopmentPKI,
+    softhsm: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    document: bytes,
+    tmp_path: Path,
+) -> None:
+    for name, value in {
+        "CAMPUS_SIGNING_DEV_PKI_PATH": str(pki.path),
+        "CAMPUS_SIGNING_KEYS": "pkcs11:signer-ecdsa",
+        "CAMPUS_SIGNING_PKCS11_MODULE": softhsm["module"],
+        "CAMPUS_SIGNING_PKCS11_TOKEN_LABEL": softhsm["token"],
+        "CAMPUS_SIGNING_PKCS11_PIN": softhsm["pin"],
+    }.items():
+        monkeypatch.setenv(name, value)
+    runner = create_app(settings).test_cli_runner()
+    source = tmp_path / "transcript.pdf"
+    source.write_bytes(document)
+
+    signed = runner.invoke(args=["signing", "sign", str(source), "-o", "out.pdf"])
+    checked = runner.invoke(args=["signing", "validate", "out.pdf"])
+
+    assert signed.exit_code == 0, signed.output
+    assert checked.exit_code == 0, checked.output
+    assert "Document Signer (ecdsa)" in checked.output
+    Path("out.pdf").unlink()
+
+
+def test_add_certificate_to_token(
+    settings: Settings,
+    pki: DevelopmentPKI,
+    softhsm: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    for name, value in {
+        "CAMPUS_SIGNING_DEV_PKI_PATH": str(pki.path),
+        "CAMPUS_SIGNING_PKCS11_MODULE": softhsm["module"],
+        "CAMPUS_SIGNING_PKCS11_TOKEN_LABEL": softhsm["token"],
+        "CAMPUS_SIGNING_PKCS11_PIN": softhsm["pin"],
+    }.items():
+        monkeypatch.setenv(name, value)
+    runner = create_app(settings).test_cli_runner()
+
+    result = runner.invoke(
+        args=[
+            "signing",
+            "add-certificate-to-token",
+            str(pki.certificate_path("tsa")),
+            "--label",
+            "tsa-for-test",
+        ]
+    )
+
+    assert result.exit_code == 0, result.output
+    token = pkcs11.lib(softhsm["module"]).get_token(token_label=softhsm["token"])
+    try:
+        session = token.open(user_pin=softhsm["pin"])
+    except pkcs11.exceptions.UserAlreadyLoggedIn:
+        session = token.open()  # an earlier test logged this process in
+    with session:
+        found = list(
+            session.get_objects(
+                {
+                    Attribute.CLASS: ObjectClass.CERTIFICATE,
+                    Attribute.LABEL: "tsa-for-test",
+                }
+            )
+        )
+    assert len(found) == 1

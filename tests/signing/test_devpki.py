@@ -139,3 +139,21 @@ def test_a_stranger_on_the_pki_port_is_reported(tmp_path: Path) -> None:
 
         with pytest.raises(TrustServiceUnavailable, match="taken by another program"):
             ensure_served(pki)
+
+
+def test_services_already_served_by_another_process_are_used(
+    pki: DevelopmentPKI,
+) -> None:
+    from signing import devpki
+
+    # This process serves the PKI; forgetting that makes the next call see what
+    # a second process (e.g. `flask signing sign` beside the server) sees.
+    key = pki.path.resolve()
+    server = devpki._served.pop(key)
+    try:
+        ensure_served(pki)
+
+        assert key not in devpki._served
+        assert devpki._serves_this_pki(pki)
+    finally:
+        devpki._served[key] = server
