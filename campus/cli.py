@@ -98,6 +98,15 @@ def serve(host: str, port: int, threads: int) -> None:
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     settings = app.extensions["campus.settings"]
+    if settings.scheduler:
+        from campus import scheduler
+
+        scheduler.start(app)
+    sandbox = app.extensions.get("campus.sandbox")
+    if sandbox is not None:
+        from sandbox.control import start_delivery_thread
+
+        start_delivery_thread(sandbox)
     click.echo(
         f"\n  校园卡服务已启动 / Campus card service is running: http://{host}:{port}/"
     )
@@ -106,7 +115,10 @@ def serve(host: str, port: int, threads: int) -> None:
         click.echo(
             "  工作人员 / staff: /operator/sign-in  (demo: admin / admin-demo-pass)"
         )
-        click.echo("  API 文档 / API docs: /docs\n")
+        click.echo("  API 文档 / API docs: /docs")
+        if sandbox is not None:
+            click.echo("  支付沙箱 / payment sandbox: /sandbox/")
+        click.echo("")
     waitress.serve(app, host=host, port=port, threads=threads, ident="campus-card")
 
 

@@ -22,6 +22,7 @@ from payments.money import format_yuan
 card_cli = AppGroup("card", help="Open, freeze, unfreeze and close cards; balances.")
 ledger_cli = AppGroup("ledger", help="Prove the ledger.")
 demo_cli = AppGroup("demo", help="Demonstration data.")
+top_up_cli = AppGroup("top-ups", help="Remote top-ups.")
 
 ACTOR = "cli"
 
@@ -256,7 +257,29 @@ def _seed(students: int, rng: random.Random) -> None:
                     )
 
 
+@top_up_cli.command("resolve")
+@click.option("--older-than", default=120, show_default=True,
+              help="Seconds an order must have been paying.")
+def top_ups_resolve(older_than: int) -> None:
+    """Query top-ups still paying, settle the paid ones, close the expired ones.
+    Safe to run from cron on several machines at once."""
+    import datetime as dt
+
+    from payments.remote_top_up import resolve_stale_top_ups
+
+    report = resolve_stale_top_ups(older_than=dt.timedelta(seconds=older_than))
+    click.echo(
+        f"settled {report.settled}, closed {report.closed}, "
+        f"still paying {report.still_paying}, unknown {report.unknown}"
+    )
+
+
 def init_app(app: Flask) -> None:
+    from campus.scheduler import Job, register_job
+    from payments.remote_top_up import resolve_stale_top_ups
+
+    register_job(app, Job("resolve_top_ups", resolve_stale_top_ups, every_seconds=60))
+    app.cli.add_command(top_up_cli)
     app.cli.add_command(card_cli)
     app.cli.add_command(ledger_cli)
     app.cli.add_command(demo_cli)

@@ -19,6 +19,7 @@ Every notification is recorded raw with its outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -61,10 +62,19 @@ def _expected_merchant(channel: Channel, notification: Notification) -> bool:
     )
 
 
-def handle_notification(channel_name: str, headers: dict[str, str], body: bytes) -> str:
-    """Verify and act on one notification. Returns the outcome recorded:
-    ``accepted``, ``duplicate``, ``flagged``; raises ``NotificationRefused`` for
-    what we refuse, and lets our own failures (database) propagate for a retry."""
+@dataclasses.dataclass(frozen=True)
+class Handled:
+    outcome: str
+    """``accepted``, ``duplicate``, ``flagged`` or ``ignored``."""
+    notification_id: str
+    out_trade_no: str | None
+
+
+def handle_notification(
+    channel_name: str, headers: dict[str, str], body: bytes
+) -> Handled:
+    """Verify and act on one notification. Raises ``NotificationRefused`` for what
+    we refuse, and lets our own failures (database) propagate for a retry."""
     channel = channel_for(channel_name)
     notification = channel.parse_notification(headers, body)
     payment = notification.payment
@@ -83,7 +93,7 @@ def handle_notification(channel_name: str, headers: dict[str, str], body: bytes)
             "notification_kind_not_handled",
             extra={"channel": channel_name, "kind": notification.kind.value},
         )
-        return "ignored"
+        return Handled("ignored", notification.notification_id, out_trade_no)
 
     session = db.session()
     if session.query(TopUp.id).filter_by(out_trade_no=out_trade_no).first() is None:
@@ -98,14 +108,16 @@ def handle_notification(channel_name: str, headers: dict[str, str], body: bytes)
             # A copy accepted by another transaction while we settled: the settle
             # function already made ours a no-op; acknowledge it as a duplicate.
             session.rollback()
-            return "duplicate"
+            return Handled("duplicate", notification.notification_id, out_trade_no)
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    if outcome is SettleOutcome.FLAGGED:
-        return "flagged"
-    return "accepted"
+    return Handled(
+        "flagged" if outcome is SettleOutcome.FLAGGED else "accepted",
+        notification.notification_id,
+        out_trade_no,
+    )
 
 
 def _receive(channel_name: str) -> Response:
@@ -113,7 +125,7 @@ def _receive(channel_name: str) -> Response:
     body = request.get_data(cache=False)
     channel = channel_for(channel_name)
     try:
-        outcome = handle_notification(channel_name, headers, body)
+        handled = handle_notification(channel_name, headers, body)
     except DuplicateNotification as duplicate:
         record_notification(
             channel_name,
@@ -146,9 +158,21 @@ def _receive(channel_name: str) -> Response:
         logger.exception("notification_failed", extra={"channel": channel_name})
         record_notification(channel_name, headers, body, "error", reason="database")
         return _answer(channel, accepted=False)
-    record_notification(channel_name, headers, body, outcome)
+    record_notification(
+        channel_name,
+        headers,
+        body,
+        handled.outcome,
+        notification_id=handled.notification_id,
+        out_trade_no=handled.out_trade_no,
+    )
     logger.info(
-        "notification_handled", extra={"channel": channel_name, "outcome": outcome}
+        "notification_handled",
+        extra={
+            "channel": channel_name,
+            "outcome": handled.outcome,
+            "out_trade_no": handled.out_trade_no,
+        },
     )
     return _answer(channel, accepted=True)
 

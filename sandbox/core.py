@@ -125,6 +125,9 @@ class Delivery:
     attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     done: bool = False
     gave_up: bool = False
+    before_attempt: Callable[[Delivery], None] | None = None
+    """Called before each attempt: the channels sign each attempt afresh (a retry
+    a day later carries that day's timestamp), so a gateway re-signs here."""
 
 
 class Outbox:
@@ -155,6 +158,7 @@ class Outbox:
         accepted: Callable[[requests.Response], bool],
         schedule: Sequence[int],
         delay_seconds: float = 0,
+        before_attempt: Callable[[Delivery], None] | None = None,
     ) -> Delivery:
         delivery = Delivery(
             id=next(self._ids),
@@ -166,6 +170,7 @@ class Outbox:
             accepted=accepted,
             schedule=schedule,
             due_at=self.clock.now() + dt.timedelta(seconds=delay_seconds),
+            before_attempt=before_attempt,
         )
         with self._lock:
             self._deliveries.append(delivery)
@@ -197,6 +202,8 @@ class Outbox:
 
     def _attempt(self, delivery: Delivery) -> bool:
         record: dict[str, Any] = {"at": self.clock.now().isoformat()}
+        if delivery.before_attempt is not None:
+            delivery.before_attempt(delivery)
         try:
             response = self._http.post(
                 delivery.url,

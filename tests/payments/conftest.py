@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import requests
 from sqlalchemy.orm import Session
 
 from campus.people import Person, PersonKind
@@ -55,3 +56,22 @@ def merchant(session: Session) -> Merchant:
     )
     session.commit()
     return merchant
+
+
+@pytest.fixture
+def student_browser(live_app, make_card):
+    card = make_card(balance_fen=1000)
+
+    def browser(headers: dict[str, str]) -> requests.Session:
+        session = requests.Session()
+        session.headers.update(headers)
+        signed_in = session.post(
+            f"{live_app.url}/sign-in/dev?next=/card",
+            data={"number": card.person.number},
+            timeout=10,
+        )
+        assert signed_in.url.endswith("/card")
+        return session
+
+    browser.card = card
+    return browser

@@ -6,40 +6,29 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-import requests
+import requests  # noqa: F401
 
 from payments import ledger
 
 DESKTOP = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36"}
-PHONE = {"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) "
-                       "AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"}
+PHONE = {
+    "User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) "
+    "AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"
+}
 IN_WECHAT = {"User-Agent": PHONE["User-Agent"] + " MicroMessenger/8.0.47 NetType/WIFI"}
-IN_ALIPAY = {"User-Agent": PHONE["User-Agent"] + " AlipayClient/10.5.36 Language/zh-Hans"}
+IN_ALIPAY = {
+    "User-Agent": PHONE["User-Agent"] + " AlipayClient/10.5.36 Language/zh-Hans"
+}
 
 
 def _hidden_inputs(html: str) -> dict[str, str]:
-    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+    return dict(
+        re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html)
+    )
 
 
 def _order_number(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
-
-
-@pytest.fixture
-def student_browser(live_app, make_card):
-    card = make_card(balance_fen=1000)
-
-    def browser(headers: dict[str, str]) -> requests.Session:
-        session = requests.Session()
-        session.headers.update(headers)
-        signed_in = session.post(f"{live_app.url}/sign-in/dev?next=/card",
-                                 data={"number": card.person.number}, timeout=10)
-        assert signed_in.url.endswith("/card")
-        return session
-
-    browser.card = card
-    return browser
 
 
 def _state(browser: requests.Session, live_app, number: str) -> dict:
@@ -60,8 +49,10 @@ def test_desktop_wechat_native_qr(live_app, student_browser, session):
     browser = student_browser(DESKTOP)
     card = student_browser.card
 
-    result = browser.post(f"{live_app.url}/card/top-up",
-                          data={"card": card.number, "amount": "50", "channel": "wechat"})
+    result = browser.post(
+        f"{live_app.url}/card/top-up",
+        data={"card": card.number, "amount": "50", "channel": "wechat"},
+    )
     number = _order_number(result.url)
     qr = _state(browser, live_app, number)["qr_content"]
     cashier = browser.post(f"{live_app.url}/sandbox/scan", data={"code_url": qr})
@@ -76,8 +67,10 @@ def test_desktop_alipay_precreate_qr(live_app, student_browser, session):
     browser = student_browser(DESKTOP)
     card = student_browser.card
 
-    result = browser.post(f"{live_app.url}/card/top-up",
-                          data={"card": card.number, "amount": "12.50", "channel": "alipay"})
+    result = browser.post(
+        f"{live_app.url}/card/top-up",
+        data={"card": card.number, "amount": "12.50", "channel": "alipay"},
+    )
     number = _order_number(result.url)
     qr = _state(browser, live_app, number)["qr_content"]
     pay_page = browser.get(qr)
@@ -90,10 +83,14 @@ def test_phone_browser_wechat_h5(live_app, student_browser, session):
     browser = student_browser(PHONE)
     card = student_browser.card
 
-    cashier = browser.post(f"{live_app.url}/card/top-up",
-                           data={"card": card.number, "amount": "20", "channel": "wechat"})
-    back = browser.post(cashier.url, data={"payer": "demo-1", "action": "confirm",
-                                           **_hidden_inputs(cashier.text)})
+    cashier = browser.post(
+        f"{live_app.url}/card/top-up",
+        data={"card": card.number, "amount": "20", "channel": "wechat"},
+    )
+    back = browser.post(
+        cashier.url,
+        data={"payer": "demo-1", "action": "confirm", **_hidden_inputs(cashier.text)},
+    )
     number = _order_number(back.url)
 
     assert "/sandbox/" in cashier.url
@@ -105,8 +102,10 @@ def test_phone_browser_alipay_wap(live_app, student_browser, session):
     browser = student_browser(PHONE)
     card = student_browser.card
 
-    pay_page = browser.post(f"{live_app.url}/card/top-up",
-                            data={"card": card.number, "amount": "30", "channel": "alipay"})
+    pay_page = browser.post(
+        f"{live_app.url}/card/top-up",
+        data={"card": card.number, "amount": "30", "channel": "alipay"},
+    )
     back = browser.post(pay_page.url, data={"payer_id": "demo-2", "action": "confirm"})
     number = _order_number(back.url)
 
@@ -119,16 +118,24 @@ def test_inside_wechat_jsapi_after_oauth(live_app, student_browser, session):
     browser = student_browser(IN_WECHAT)
     card = student_browser.card
 
-    authorize = browser.post(f"{live_app.url}/card/top-up",
-                             data={"card": card.number, "amount": "10"})
-    query = {key: values[0] for key, values in parse_qs(urlsplit(authorize.url).query).items()}
-    result = browser.post(authorize.url.split("#")[0],
-                          data={**_hidden_inputs(authorize.text), **query, "payer": "demo-1"})
+    authorize = browser.post(
+        f"{live_app.url}/card/top-up", data={"card": card.number, "amount": "10"}
+    )
+    query = {
+        key: values[0]
+        for key, values in parse_qs(urlsplit(authorize.url).query).items()
+    }
+    result = browser.post(
+        authorize.url.split("#")[0],
+        data={**_hidden_inputs(authorize.text), **query, "payer": "demo-1"},
+    )
     number = _order_number(result.url)
     sheet = re.search(r'href="([^"]+)" data-testid="open-cashier"', result.text)
     cashier = browser.get(live_app.url + sheet.group(1).replace("&amp;", "&"))
-    browser.post(cashier.url, data={"payer": "demo-1", "action": "confirm",
-                                    **_hidden_inputs(cashier.text)})
+    browser.post(
+        cashier.url,
+        data={"payer": "demo-1", "action": "confirm", **_hidden_inputs(cashier.text)},
+    )
 
     assert "/card/top-ups/" in result.url
     _deliver_and_check(live_app, browser, number, card, session, 2000)
@@ -138,8 +145,9 @@ def test_inside_alipay_in_app_after_authorisation(live_app, student_browser, ses
     browser = student_browser(IN_ALIPAY)
     card = student_browser.card
 
-    authorize = browser.post(f"{live_app.url}/card/top-up",
-                             data={"card": card.number, "amount": "15"})
+    authorize = browser.post(
+        f"{live_app.url}/card/top-up", data={"card": card.number, "amount": "15"}
+    )
     result = browser.post(authorize.url, data={"payer_id": "demo-1"})
     number = _order_number(result.url)
     sheet = re.search(r'href="([^"]+)" data-testid="open-cashier"', result.text)

@@ -1,0 +1,287 @@
+"""Notifications that must credit nothing, or credit once: forged, stale, not ours,
+a different amount, duplicated, racing, dropped, and late for a closed order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from payments import ledger
+from payments.channel_log import NotificationRecord
+from payments.remote_top_up import resolve_stale_top_ups
+from payments.topups import TopUpState, find_top_up, finish_unpaid
+from sandbox.wechat import protocol
+
+DESKTOP = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
+
+
+def _open_and_pay(live_app, browser, card, amount="50", pay=True) -> str:
+    created = browser.post(
+        f"{live_app.url}/api/top-ups",
+        json={"amount": amount, "channel": "wechat", "payer_kind": "native",
+              "card": card.number},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    number = created.json()["out_trade_no"]
+    if pay:
+        cashier = browser.post(f"{live_app.url}/sandbox/scan",
+                               data={"code_url": created.json()["qr_content"]})
+        confirmed = browser.post(cashier.url, data={"payer": "demo-1",
+                                                   "action": "confirm"})
+        assert confirmed.status_code == 200
+    return number
+
+
+def _in_app(live_app, job):
+    """Run ``job`` as the scheduler would: in a thread of its own, inside the
+    served app's context (the test's own session stays untouched)."""
+    def run():
+        with live_app.app.app_context():
+            return job()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+def _records(session, number: str) -> list[str]:
+    session.rollback()
+    return [
+        record.outcome
+        for record in session.scalars(
+            select(NotificationRecord)
+            .where(NotificationRecord.out_trade_no == number)
+            .order_by(NotificationRecord.id)
+        )
+    ]
+
+
+def _balance(session, card) -> int:
+    session.rollback()
+    return card.wallet.balance_fen
+
+
+def _state(session, number: str) -> TopUpState:
+    session.rollback()
+    return find_top_up(session, number).state
+
+
+def test_a_wrongly_signed_notification_credits_nothing(live_app, student_browser,
+                                                     session):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    live_app.sandbox.faults.set("wechat", "notification", "bad_signature")
+
+    number = _open_and_pay(live_app, browser, card)
+    accepted = live_app.sandbox.outbox.deliver_due()
+
+    assert accepted == 0  # we answered with an error status
+    assert _balance(session, card) == 1000
+    assert _state(session, number) is TopUpState.PAYING
+    assert _records(session, number) in ([], ["refused"])  # no id before verifying
+    refused = session.scalars(select(NotificationRecord)
+                              .where(NotificationRecord.outcome == "refused")).all()
+    assert refused and "BadNotificationSignature" in refused[-1].reason
+
+
+def _signed_post(live_app, resource: dict, stamp: int) -> requests.Response:
+    gateway = live_app.sandbox.gateways["wechat"]
+    key, serial = gateway._mode_signer()
+    plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+    event = {
+        "id": str(uuid.uuid4()),
+        "create_time": dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(),
+        "resource_type": "encrypt-resource",
+        "event_type": "TRANSACTION.SUCCESS",
+        "summary": "支付成功",
+        "resource": protocol.seal(gateway.keys.apiv3_key, plaintext, "transaction")
+        | {"original_type": "transaction"},
+    }
+    body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    headers = {"Content-Type": "application/json",
+               **protocol.signed_headers(key, serial, body, stamp)}
+    return requests.post(f"{live_app.url}/notify/wechat", data=body.encode(),
+                         headers=headers, timeout=10)
+
+
+def _resource(live_app, number: str, amount_fen: int, mchid: str | None = None) -> dict:
+    gateway = live_app.sandbox.gateways["wechat"]
+    return {
+        "mchid": mchid or gateway.keys.mchid, "appid": gateway.keys.appid,
+        "out_trade_no": number, "transaction_id": "4200009999" + number[-8:],
+        "trade_type": "NATIVE", "trade_state": "SUCCESS", "trade_state_desc": "支付成功",
+        "bank_type": "OTHERS", "attach": "",
+        "success_time": dt.datetime.now(dt.UTC).isoformat(),
+        "payer": {"openid": "o-demo"},
+        "amount": {"total": amount_fen, "payer_total": amount_fen,
+                   "currency": "CNY", "payer_currency": "CNY"},
+    }
+
+
+def test_a_stale_notification_credits_nothing(live_app, student_browser, session):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    number = _open_and_pay(live_app, browser, card, pay=False)
+    ten_minutes_ago = int(dt.datetime.now(dt.UTC).timestamp()) - 600
+
+    answer = _signed_post(live_app, _resource(live_app, number, 5000), ten_minutes_ago)
+
+    assert answer.status_code >= 400
+    assert _balance(session, card) == 1000
+    assert _state(session, number) is TopUpState.PAYING
+
+
+def test_a_notification_for_another_merchant_credits_nothing(live_app,
+                                                           student_browser, session):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    number = _open_and_pay(live_app, browser, card, pay=False)
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+
+    answer = _signed_post(
+        live_app, _resource(live_app, number, 5000, mchid="1900000999"), now
+    )
+
+    assert answer.status_code >= 400
+    assert _balance(session, card) == 1000
+    assert _records(session, number) == ["refused"]
+
+
+def test_a_correctly_signed_notification_is_accepted(live_app, student_browser,
+                                                   session):
+    """The same hand-made notification as above, addressed to us: the refusals
+    above are about what they changed, not about how they were made."""
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    number = _open_and_pay(live_app, browser, card, pay=False)
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+
+    answer = _signed_post(live_app, _resource(live_app, number, 5000), now)
+
+    assert answer.status_code == 204
+    assert _balance(session, card) == 6000
+
+
+def test_a_notification_with_a_different_amount_is_flagged(live_app,
+                                                         student_browser, session):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    live_app.sandbox.faults.set("wechat", "notification", "amount")
+
+    number = _open_and_pay(live_app, browser, card)
+    live_app.sandbox.outbox.deliver_due()
+
+    assert _balance(session, card) == 1000
+    top_up = find_top_up(session, number)
+    assert top_up.needs_review and "5001" in top_up.review_reason
+    assert _records(session, number) == ["flagged"]
+
+
+def test_a_duplicated_notification_credits_once(live_app, student_browser, session):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    live_app.sandbox.faults.set("wechat", "notification", "duplicate")
+
+    number = _open_and_pay(live_app, browser, card)
+    accepted = live_app.sandbox.outbox.deliver_due()
+
+    assert accepted == 2  # both acknowledged, so WeChat stops sending
+    assert _balance(session, card) == 6000
+    assert _records(session, number) == ["accepted", "duplicate"]
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_dropped_notification_is_settled_by_the_query_job(live_app,
+                                                          student_browser, session):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    live_app.sandbox.faults.set("wechat", "notification", "drop")
+    number = _open_and_pay(live_app, browser, card)
+
+    now = dt.datetime.now(dt.UTC)
+    early = _in_app(live_app, lambda: resolve_stale_top_ups(now=now))
+    late = _in_app(live_app, lambda: resolve_stale_top_ups(
+        now=now + dt.timedelta(minutes=3)))
+
+    assert live_app.sandbox.outbox.deliver_due() == 0
+    assert early.settled == 0 and late.settled == 1
+    assert _state(session, number) is TopUpState.SUCCEEDED
+    assert _balance(session, card) == 6000
+
+
+def test_an_abandoned_order_is_closed_at_the_channel_then_here(live_app,
+                                                             student_browser, session):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    created = browser.post(f"{live_app.url}/api/top-ups",
+                           json={"amount": "50", "channel": "wechat",
+                                 "payer_kind": "native", "card": card.number}).json()
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)
+    report = _in_app(live_app, lambda: resolve_stale_top_ups(now=later))
+    cashier = browser.post(f"{live_app.url}/sandbox/scan",
+                           data={"code_url": created["qr_content"]})
+    too_late = browser.post(cashier.url, data={"payer": "demo-1", "action": "confirm"})
+
+    assert report.closed == 1
+    assert _state(session, created["out_trade_no"]) is TopUpState.CLOSED
+    assert "关闭" in too_late.text or "closed" in too_late.text.lower()
+    assert live_app.sandbox.outbox.deliver_due() == 0
+    assert _balance(session, card) == 1000
+
+
+def test_a_payment_for_an_order_we_closed_is_flagged_not_credited(
+    live_app, student_browser, session
+):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    number = _open_and_pay(live_app, browser, card, pay=False)
+    # Closed here, but the close never reached the channel (a crash in between).
+    session.rollback()
+    finish_unpaid(session, number, TopUpState.CLOSED, "expired")
+    session.commit()
+    qr = browser.get(f"{live_app.url}/api/top-ups/{number}").json()["qr_content"]
+    cashier = browser.post(f"{live_app.url}/sandbox/scan", data={"code_url": qr})
+    browser.post(cashier.url, data={"payer": "demo-1", "action": "confirm"})
+
+    live_app.sandbox.outbox.deliver_due()
+
+    top_up = find_top_up(session, number)
+    assert top_up.state is TopUpState.CLOSED
+    assert top_up.needs_review and "closed" in top_up.review_reason
+    assert _balance(session, card) == 1000
+
+
+@pytest.mark.postgres
+def test_ten_copies_of_one_notification_racing_credit_once(live_app,
+                                                          student_browser, session):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    live_app.sandbox.faults.set("wechat", "notification", "delay")
+    live_app.sandbox.faults.set("wechat", "notification_delay_seconds", 3600)
+    number = _open_and_pay(live_app, browser, card)
+    delivery = live_app.sandbox.outbox.pending("wechat")[-1]
+    headers = dict(delivery.headers.items())
+    barrier = threading.Barrier(10)
+
+    def post(_):
+        barrier.wait()
+        return requests.post(delivery.url, data=delivery.body, headers=headers,
+                             timeout=30).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(post, range(10)))
+
+    assert all(200 <= status < 300 for status in statuses)
+    assert _balance(session, card) == 6000
+    outcomes = _records(session, number)
+    assert outcomes.count("accepted") == 1
+    assert outcomes.count("duplicate") == 9
+    assert ledger.check_ledger(session) == []
