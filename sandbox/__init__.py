@@ -43,7 +43,7 @@ def create_sandbox(instance_path: Path | str, clock: Clock | None = None) -> San
     sandbox = Sandbox(Path(instance_path), clock)
     sandbox.register(WechatGateway(sandbox))
     try:
-        from sandbox.alipay import AlipayGateway  # type: ignore[import-not-found]
+        from sandbox.alipay import AlipayGateway
     except ImportError:
         logger.info("sandbox_gateway_missing", extra={"gateway": "alipay"})
     else:

@@ -261,7 +261,7 @@ def create_control_app(sandbox: Sandbox) -> Flask:
 
     @app.route("/api/gateways/<name>/settings", methods=["GET", "POST"])
     def gateway_settings(name: str) -> Any:
-        gateway = sandbox.gateways.get(name)
+        gateway: Any = sandbox.gateways.get(name)
         if gateway is None or not hasattr(gateway, "settings"):
             abort(404)
         if request.method == "POST":

@@ -38,9 +38,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox import DEMO_PAYERS
-from sandbox.core import WECHAT_RETRY_SCHEDULE, Gateway, Sandbox
+from sandbox.core import Gateway, Sandbox
 from sandbox.wechat import bill, protocol
 from sandbox.wechat.keys import WechatKeys
+from sandbox.wechat.notify import Notifier, rfc3339
 from sandbox.wechat.store import (
     TRADE_STATE_DESC,
     OAuthCode,
@@ -94,30 +95,6 @@ class PayerError(Exception):
     """What the payer page tells a demo payer who cannot pay."""
 
 
-def rfc3339(moment: dt.datetime) -> str:
-    return moment.astimezone(ZONE).isoformat(timespec="seconds")
-
-
-class _SignedOnSend(dict[str, str]):
-    """Notification headers that sign themselves each time they are read.
-
-    The outbox sends the headers it was given on every attempt, but WeChat Pay
-    signs each attempt afresh, so a retry a day later still carries a current
-    ``Wechatpay-Timestamp``. ``requests`` reads headers through ``items()``, so
-    re-signing there gives each attempt its own signature. A per-attempt hook in
-    ``Outbox`` would make this plain; until then this is where it happens.
-    """
-
-    def __init__(self, sign: Callable[[], dict[str, str]]) -> None:
-        super().__init__(sign())
-        self._sign = sign
-
-    def items(self):  # type: ignore[override]
-        self.clear()
-        self.update(self._sign())
-        return super().items()
-
-
 class WechatGateway(Gateway):
     name = CHANNEL
     fault_names = FAULT_NAMES
@@ -135,9 +112,7 @@ class WechatGateway(Gateway):
         # run, and a serial history is easier to reason about than row locks.
         self._lock = threading.RLock()
         self._release = threading.Event()
-        self._held: list[dict[str, Any]] = []
         self._bills: dict[str, tuple[bytes, bool, dt.datetime]] = {}
-        self._forger: rsa.RSAPrivateKey | None = None
         self.platform_mode = "public_key"
         """``public_key`` or ``certificate``: how answers and notifications are
         signed when the request does not name a key itself."""
@@ -147,6 +122,14 @@ class WechatGateway(Gateway):
         """How long a refund stays PROCESSING."""
         self.certificate_downloads = 0
         """How often ``/v3/certificates`` was asked, for tests of clients."""
+        self.notifier = Notifier(
+            apiv3_key=self.keys.apiv3_key,
+            clock=self.clock,
+            faults=self.faults,
+            outbox=self.outbox,
+            signer=self._mode_signer,
+            lock=self._lock,
+        )
         self._seed_payers()
         self.app = self._make_app()
 
@@ -205,6 +188,15 @@ class WechatGateway(Gateway):
                             balance_fen=demo.balance_fen,
                         )
                     )
+
+    def reset_payers(self) -> None:
+        """Every demo payer back to their starting balance, no password switch."""
+        with self._session() as session:
+            for demo in DEMO_PAYERS:
+                payer = session.get(Payer, demo.id)
+                if payer is not None:
+                    payer.balance_fen = demo.balance_fen
+                    payer.password_seconds = 0
 
     def openid(self, payer_id: str) -> str:
         """The payer's openid under our appid: stable, and meaningless elsewhere."""
@@ -959,7 +951,7 @@ class WechatGateway(Gateway):
                     refund_status="SUCCESS",
                     success_time=rfc3339(refund.success_due),
                 )
-                self._notify(
+                self.notifier.send(
                     out_trade_no=order.out_trade_no,
                     url=refund.notify_url,
                     event_type="REFUND.SUCCESS",
@@ -1108,7 +1100,7 @@ class WechatGateway(Gateway):
     def _notify_payment(self, order: Order) -> None:
         if not order.notify_url:
             return
-        self._notify(
+        self.notifier.send(
             out_trade_no=order.out_trade_no,
             url=order.notify_url,
             event_type="TRANSACTION.SUCCESS",
@@ -1117,114 +1109,9 @@ class WechatGateway(Gateway):
             resource=self._trade(order),
         )
 
-    def _notify(
-        self,
-        *,
-        out_trade_no: str,
-        url: str,
-        event_type: str,
-        summary: str,
-        original_type: str,
-        resource: dict[str, Any],
-        delay_seconds: float = 0,
-    ) -> None:
-        mode = self.faults.get(CHANNEL, "notification", out_trade_no)
-        if mode == "drop":
-            logger.info(
-                "sandbox_wechat_notification_dropped",
-                extra={"out_trade_no": out_trade_no},
-            )
-            return
-        resource = json.loads(json.dumps(resource))
-        if mode == "amount":
-            delta = int(
-                self.faults.get(CHANNEL, "notification_amount_delta_fen", out_trade_no)
-                or 1
-            )
-            field = "refund" if original_type == "refund" else "total"
-            resource["amount"][field] += delta
-            if original_type != "refund":
-                resource["amount"]["payer_total"] += delta
-        if mode == "delay":
-            delay_seconds += float(
-                self.faults.get(CHANNEL, "notification_delay_seconds", out_trade_no)
-                or 60
-            )
-        plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
-        event = {
-            "id": str(uuid.uuid4()),
-            "create_time": rfc3339(self.clock.now()),
-            "resource_type": "encrypt-resource",
-            "event_type": event_type,
-            "summary": summary,
-            "resource": protocol.seal(self.keys.apiv3_key, plaintext, original_type)
-            | {"original_type": original_type},
-        }
-        body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-        delivery = {
-            "out_trade_no": out_trade_no,
-            "url": url,
-            "body": body,
-            "forged": mode == "bad_signature",
-            "delay_seconds": delay_seconds,
-        }
-        if mode == "reorder":
-            # Held back until the next notification has gone out before it.
-            self._held.append(delivery)
-            return
-        self._enqueue(**delivery)
-        if mode == "duplicate":
-            self._enqueue(**delivery)
-        held, self._held = self._held, []
-        for late in held:
-            late["delay_seconds"] = max(late["delay_seconds"], delay_seconds) + 1
-            self._enqueue(**late)
-
     def release_held(self) -> int:
-        """Send notifications held by ``reorder`` now (nothing came after them)."""
-        with self._lock:
-            held, self._held = self._held, []
-            for late in held:
-                self._enqueue(**late)
-            return len(held)
-
-    def _enqueue(
-        self,
-        *,
-        out_trade_no: str,
-        url: str,
-        body: str,
-        forged: bool,
-        delay_seconds: float,
-    ) -> None:
-        def sign() -> dict[str, str]:
-            key, serial = self._mode_signer()
-            if forged:
-                key = self._forging_key()
-            stamp = int(self.clock.now().timestamp())
-            return {
-                "Content-Type": "application/json",
-                **protocol.signed_headers(key, serial, body, stamp),
-            }
-
-        delivery = self.outbox.enqueue(
-            channel=CHANNEL,
-            out_trade_no=out_trade_no,
-            url=url,
-            body=body.encode(),
-            headers={},
-            accepted=lambda response: 200 <= response.status_code < 300,
-            schedule=WECHAT_RETRY_SCHEDULE,
-            delay_seconds=delay_seconds,
-        )
-        delivery.headers = _SignedOnSend(sign)
-
-    def _forging_key(self) -> rsa.RSAPrivateKey:
-        if self._forger is None:
-            self._forger = rsa.generate_private_key(
-                public_exponent=65537, key_size=2048
-            )
-        return self._forger
+        """Send notifications held back by the ``reorder`` fault now."""
+        return self.notifier.release_held()
 
     # -- web OAuth ------------------------------------------------------------
 

@@ -98,10 +98,10 @@ class Receiver:
 
 
 @pytest.fixture(scope="session")
-def sandbox_instance(instance_path: Path) -> Path:
-    """The tests' instance folder: the sandbox's generated keys land where the
-    app's embedded default configuration reads them."""
-    return instance_path
+def sandbox_instance(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served sandbox's own instance folder, apart from the app's (whose
+    sandbox other tests use): the demo payers' balances here are ours alone."""
+    return tmp_path_factory.mktemp("sandbox-instance")
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +132,7 @@ def served_sandbox(_served: ServedSandbox) -> ServedSandbox:
         refund_seconds=5,
     )
     wechat.release_held()  # type: ignore[attr-defined]
+    wechat.reset_payers()  # type: ignore[attr-defined]
     return _served
 
 
@@ -152,13 +153,27 @@ def receiver(_receiver: Receiver) -> Receiver:
 def make_wechat_channel(
     served_sandbox: ServedSandbox, app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Any:
-    """``make(mode)``: our WeChat adapter as the app's embedded default builds it
-    (``WechatChannel.from_app``), aimed at the served sandbox, with the sandbox
-    signing in the same platform mode and the adapter reading the sandbox clock.
-    Keyword arguments replace config fields."""
+    """``make(mode)``: our WeChat adapter built from the app
+    (``WechatChannel.from_app``) and ``CAMPUS_WECHAT_*``, aimed at the served
+    sandbox, with the sandbox signing in the same platform mode and the adapter
+    reading the sandbox clock. Keyword arguments replace config fields."""
     from payments.channels.wechat import WechatChannel
 
     gateway_url = served_sandbox.gateway_url("wechat")
+    keys = served_sandbox.sandbox.gateways["wechat"].keys  # type: ignore[attr-defined]
+    # Configured as a live deployment is, through CAMPUS_WECHAT_*, with the
+    # served sandbox's keys (the app's own instance folder has other ones).
+    for name, value in {
+        "MCHID": keys.mchid,
+        "APPID": keys.appid,
+        "APP_SECRET": keys.app_secret,
+        "MERCHANT_SERIAL": keys.merchant_serial,
+        "PRIVATE_KEY_FILE": str(keys.folder / "apiclient_key.pem"),
+        "APIV3_KEY_FILE": str(keys.folder / "apiv3_key.txt"),
+        "PUBLIC_KEY_FILE": str(keys.folder / "pub_key.pem"),
+        "PUBLIC_KEY_ID": keys.public_key_id,
+    }.items():
+        monkeypatch.setenv("CAMPUS_WECHAT_" + name, value)
     monkeypatch.setenv("CAMPUS_WECHAT_GATEWAY_URL", gateway_url)
     monkeypatch.setenv(
         "CAMPUS_WECHAT_OAUTH_AUTHORIZE_URL", gateway_url + "/connect/oauth2/authorize"

@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import requests
+from cryptography import x509
 from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3.core import Core
 
@@ -78,8 +79,8 @@ class _Core(Core):  # type: ignore[misc]
             if time.monotonic() - self._refreshed_at < REFRESH_INTERVAL_SECONDS:
                 return
             self._refreshed_at = time.monotonic()
-            previous = self._certificates
-            self._certificates = []
+            previous: list[x509.Certificate] = self._certificates
+            self._certificates: list[x509.Certificate] = []
             try:
                 super()._update_certificates()
             finally:

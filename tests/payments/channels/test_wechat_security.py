@@ -272,3 +272,17 @@ def test_production_refuses_the_sandbox_keys(
         WechatConfig.from_settings(
             dataclasses.replace(production, mode="development"), {}
         )
+
+
+def test_the_embedded_default_reads_the_sandbox_keys_and_address(
+    sandbox_instance: Path, served_sandbox: ServedSandbox
+) -> None:
+    keys = served_sandbox.sandbox.gateways["wechat"].keys  # type: ignore[attr-defined]
+    settings = Settings(instance_path=sandbox_instance, base_url="http://campus.test/")
+    config = WechatConfig.from_settings(settings, {})
+    assert config.sandbox and config.platform_mode == "public_key"
+    assert config.gateway_url == "http://campus.test/sandbox/wechat"
+    assert config.mchid == keys.mchid and config.apiv3_key == keys.apiv3_key
+    assert config.merchant_serial == keys.merchant_serial
+    assert config.public_key_id == keys.public_key_id
+    assert "apiv3_key" not in repr(config) and keys.apiv3_key not in repr(config)
