@@ -6,7 +6,9 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from payments import api, cli, notifications, top_up_pages
+    from payments import api, cli, notifications, orders, top_up_pages, topups
+
+    orders.register(topups.ORDER_KIND)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(notifications.bp)

@@ -27,6 +27,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from campus.database import db
+from payments import orders
 from payments.channel_log import record_notification
 from payments.channels import channel_for
 from payments.channels.base import (
@@ -37,7 +38,7 @@ from payments.channels.base import (
     NotificationRefused,
 )
 from payments.channels.received import remember_accepted
-from payments.topups import SettleOutcome, TopUp, settle_top_up
+from payments.orders import SettleOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -85,23 +86,24 @@ def handle_notification(
             channel=channel_name,
             out_trade_no=out_trade_no,
         )
-    if notification.kind is not NotificationKind.PAYMENT or payment is None:
-        # Refund notifications arrive with the POS issue's refunds; until then a
-        # refund is learned by querying it, and this one is acknowledged so that
-        # the channel stops repeating it.
-        logger.info(
-            "notification_kind_not_handled",
-            extra={"channel": channel_name, "kind": notification.kind.value},
-        )
-        return Handled("ignored", notification.notification_id, out_trade_no)
-
     session = db.session()
-    if session.query(TopUp.id).filter_by(out_trade_no=out_trade_no).first() is None:
+    settle: Any = None
+    if notification.kind is NotificationKind.PAYMENT and payment is not None:
+        kind = orders.order_kind_for(session, payment.out_trade_no)
+        settle, result = (kind.settle if kind else None), payment
+    elif notification.kind is NotificationKind.REFUND and notification.refund:
+        out_trade_no = notification.refund.out_trade_no
+        refund_kind = orders.refund_kind_for(session, notification.refund.out_refund_no)
+        settle, result = (
+            (refund_kind.settle if refund_kind else None),
+            notification.refund,
+        )
+    if settle is None:
         raise NotForUs(
             "names no order of ours", channel=channel_name, out_trade_no=out_trade_no
         )
     try:
-        outcome = settle_top_up(session, channel_name, payment, via="notification")
+        outcome = settle(session, channel_name, result, via="notification")
         if not remember_accepted(
             session, channel_name, notification.notification_id, out_trade_no
         ):

@@ -157,7 +157,9 @@ def top_up_form() -> Any:
             raise InvalidInput(gettext("Choose WeChat Pay or Alipay."))
         amount_fen = parse_fen(request.form.get("amount", ""))
     except CampusError as error:
-        return redirect(url_for(".card_page", card=card.number, error=str(error.detail)))
+        return redirect(
+            url_for(".card_page", card=card.number, error=str(error.detail))
+        )
     pending = {"card": card.number, "amount_fen": amount_fen, "channel": channel}
     kind = payer_kind(environment, channel)
     if kind is PayerKind.JSAPI and not session.get("wechat_openid"):
@@ -280,14 +282,17 @@ def _sandbox_cashier(top_up: TopUp, checkout: dict[str, Any]) -> str | None:
 
 class TopUpIn(Schema):
     amount = fields.String(
-        required=True, metadata={"description": "yuan, e.g. 50 or 12.50", "example": "50"}
+        required=True,
+        metadata={"description": "yuan, e.g. 50 or 12.50", "example": "50"},
     )
     channel = fields.String(required=True, validate=OneOf(["wechat", "alipay"]))
     payer_kind = fields.String(
         load_default="native",
         validate=OneOf(["native", "h5", "precreate", "wap"]),
-        metadata={"description": "how the payer pays; in-app kinds go through the "
-                  "pages, which run the channels' authorisation first"},
+        metadata={
+            "description": "how the payer pays; in-app kinds go through the "
+            "pages, which run the channels' authorisation first"
+        },
     )
     card = fields.String(load_default=None)
 
@@ -324,26 +329,33 @@ def top_up_out(top_up: TopUp) -> dict[str, Any]:
 @bp.post("/api/top-ups")
 @bp.input(TopUpIn, arg_name="order")
 @bp.output(TopUpOut, status_code=201)
-@bp.doc(summary="Start a top-up of the signed-in student's card",
-        responses=[400, 401, 409, 502, 503])
+@bp.doc(
+    summary="Start a top-up of the signed-in student's card",
+    responses=[400, 401, 409, 502, 503],
+)
 @requires_student
 def create_top_up_api(order: dict[str, Any]) -> dict[str, Any]:
     card = _own_card(order["card"])
-    payer = PayerContext(kind=PayerKind(order["payer_kind"]),
-                         client_ip=request.remote_addr or "127.0.0.1",
-                         return_url=url_for(".returned", _external=True))
+    payer = PayerContext(
+        kind=PayerKind(order["payer_kind"]),
+        client_ip=request.remote_addr or "127.0.0.1",
+        return_url=url_for(".returned", _external=True),
+    )
     channel_kinds = {"wechat": {"native", "h5"}, "alipay": {"precreate", "wap"}}
     if order["payer_kind"] not in channel_kinds[order["channel"]]:
         raise InvalidInput(gettext("This channel does not offer that way to pay."))
-    top_up, _ = start_top_up(card.number, parse_fen(order["amount"]),
-                             order["channel"], payer)
+    top_up, _ = start_top_up(
+        card.number, parse_fen(order["amount"]), order["channel"], payer
+    )
     return top_up_out(find_top_up(db.session, top_up.out_trade_no))
 
 
 @bp.get("/api/top-ups/<out_trade_no>")
 @bp.output(TopUpOut)
-@bp.doc(summary="A top-up's state (asks the channel while it is still paying)",
-        responses=[401, 404])
+@bp.doc(
+    summary="A top-up's state (asks the channel while it is still paying)",
+    responses=[401, 404],
+)
 @requires_student
 def get_top_up_api(out_trade_no: str) -> dict[str, Any]:
     _own_top_up(out_trade_no)

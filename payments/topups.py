@@ -46,6 +46,7 @@ from payments import ledger
 from payments.cards import Card, CardStatus, lock_card, require_active
 from payments.channels.base import PaymentResult, TradeState
 from payments.money import format_yuan
+from payments.orders import OrderKind, SettleOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -228,20 +229,6 @@ def lock_top_up(session: Session, out_trade_no: str) -> TopUp:
     return top_up
 
 
-class SettleOutcome(enum.StrEnum):
-    CREDITED = "credited"
-    """This call moved the order to succeeded and credited the wallet."""
-
-    ALREADY = "already"
-    """The order had already succeeded with this transaction: nothing to do."""
-
-    FLAGGED = "flagged"
-    """Not credited: the order is marked for reconciliation (see the reason)."""
-
-    NOT_PAID = "not_paid"
-    """The channel does not say it was paid: nothing to settle."""
-
-
 def settle_top_up(
     session: Session,
     channel: str,
@@ -382,3 +369,13 @@ def claim_stale(
         if number is not None:
             claimed.append(number)
     return claimed
+
+
+def _owns(session: Session, out_trade_no: str) -> bool:
+    return (
+        session.scalar(select(TopUp.id).where(TopUp.out_trade_no == out_trade_no))
+        is not None
+    )
+
+
+ORDER_KIND = OrderKind("top_up", _owns, settle_top_up)
