@@ -1,0 +1,201 @@
+"""Builders of real records, and one signed transcript shared by the PDF tests.
+
+Issuing is the expensive step (layout ~0.3 s, B-LTA signature ~0.3 s), so the
+tests that only read a finished file share one, made once per session in its own
+app and then removed from the database like any test's rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from campus.people import Person, PersonKind
+from transcripts.records import (
+    Course,
+    CourseCategory,
+    ExamKind,
+    Gender,
+    GradeEntry,
+    Programme,
+    StudentRecord,
+    StudyStatus,
+)
+
+NOW = dt.datetime(2026, 7, 10, 2, 0, tzinfo=dt.UTC)
+_numbers = itertools.count(1)
+
+CHINESE_COURSES = [
+    ("MA101", "高等数学（上）", "Advanced Mathematics I", "5", CourseCategory.REQUIRED),
+    ("CS201", "数据结构与算法", "Data Structures and Algorithms", "4",
+     CourseCategory.REQUIRED),
+    ("GE102", "中国近现代史纲要", "Outline of Modern Chinese History", "3",
+     CourseCategory.GENERAL),
+    ("EL301", "书法鉴赏", "Appreciation of Chinese Calligraphy", "2",
+     CourseCategory.ELECTIVE),
+]  # fmt: skip
+
+
+def make_student(
+    session: Session,
+    *,
+    number: str | None = None,
+    name_zh: str = "欧阳娜娜",
+    name_en: str = "Nana Ouyang",
+    college_zh: str = "计算机学院",
+    graduated: bool = True,
+    year: int = 2026,
+) -> StudentRecord:
+    number = number or f"2099{next(_numbers):06d}"
+    person = Person(
+        number=number, kind=PersonKind.STUDENT, name_zh=name_zh, name_en=name_en
+    )
+    record = StudentRecord(
+        person=person,
+        gender=Gender.FEMALE,
+        birth_date=dt.date(2004, 3, 8),
+        college_zh=college_zh,
+        college_en="School of Computer Science",
+        major_zh="软件工程",
+        major_en="Software Engineering",
+        programme=Programme.UNDERGRADUATE,
+        degree_zh="工学学士" if graduated else "",
+        degree_en="Bachelor of Engineering" if graduated else "",
+        enrolled_on=dt.date(year - 4, 9, 1),
+        graduated_on=dt.date(year, 6, 30) if graduated else None,
+        status=StudyStatus.GRADUATED if graduated else StudyStatus.ENROLLED,
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def course(session: Session, code: str, zh: str, en: str, credits: str,
+           category: CourseCategory) -> Course:  # fmt: skip
+    existing = session.query(Course).filter_by(code=code).one_or_none()
+    if existing is not None:
+        return existing
+    made = Course(
+        code=code, name_zh=zh, name_en=en, credits=Decimal(credits), category=category
+    )
+    session.add(made)
+    session.flush()
+    return made
+
+
+def grade(
+    session: Session,
+    student: StudentRecord,
+    subject: Course,
+    term: str,
+    *,
+    score: str | None = None,
+    mark: str | None = None,
+    kind: ExamKind = ExamKind.REGULAR,
+    passed: bool | None = None,
+) -> GradeEntry:
+    entry = GradeEntry(
+        student_id=student.id,
+        course_id=subject.id,
+        term=term,
+        score=None if score is None else Decimal(score),
+        grade=mark,
+        exam_kind=kind,
+        passed=passed
+        if passed is not None
+        else (score is None or Decimal(score) >= 60),
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def give_grades(session: Session, student: StudentRecord, terms: int = 8) -> None:
+    """A realistic record: four courses a term for ``terms`` terms, one failed
+    and retaken, one passed at the make-up examination, one level grade."""
+    for term_index in range(terms):
+        year = 2022 + term_index // 2
+        term = f"{year}-{year + 1}-{term_index % 2 + 1}"
+        for index, (code, zh, en, credits, category) in enumerate(CHINESE_COURSES):
+            subject = course(session, f"{code}{term_index}", zh, en, credits, category)
+            if index == 3:
+                grade(session, student, subject, term, mark="优秀")
+            elif term_index == 1 and index == 0:
+                grade(session, student, subject, term, score="48")
+                grade(session, student, subject, term, score="75", kind=ExamKind.MAKEUP)
+            elif term_index == 2 and index == 1:
+                grade(session, student, subject, term, score="55")
+                later = f"{year + 1}-{year + 2}-1"
+                grade(
+                    session, student, subject, later, score="88", kind=ExamKind.RETAKE
+                )
+            else:
+                grade(
+                    session,
+                    student,
+                    subject,
+                    term,
+                    score=str(70 + 3 * index + term_index),
+                )
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedFile:
+    pdf: bytes
+    code: str
+    records: dict[str, Any]
+    """What the database held, read back independently of the layout."""
+
+
+@pytest.fixture(scope="session")
+def issued_file(settings_factory) -> IssuedFile:  # type: ignore[no-untyped-def]
+    """One real issuance of a long record (several pages), signed at B-LTA."""
+    from campus import create_app
+    from campus.database import db
+    from tests.conftest import empty_tables
+    from transcripts import registry
+
+    app = create_app(settings_factory())
+    with app.app_context():
+        session = db.session()
+        student = make_student(session, name_zh="欧阳娜娜", name_en="Nana Ouyang")
+        give_grades(session, student)
+        session.commit()
+        records = {
+            "number": student.person.number,
+            "grades": sorted(
+                (e.course.code, e.course.name_zh, e.term, e.exam_kind.value, e.mark)
+                for e in student.grades
+            ),
+        }
+        issuance = registry.issue(session, student, actor="test", now=NOW)
+        session.commit()
+        pdf = registry.stored_file(issuance)
+        code = issuance.code
+        db.session.remove()
+    empty_tables(db.engine)
+    return IssuedFile(pdf, code, records)
+
+
+@pytest.fixture(scope="session")
+def settings_factory(database_url, instance_path, engine):  # type: ignore[no-untyped-def]
+    from campus.settings import Settings
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "mode": "development",
+            "instance_path": instance_path,
+            "database_url": database_url,
+            "scheduler": False,
+            "base_url": "http://localhost",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
