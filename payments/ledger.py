@@ -73,11 +73,17 @@ class AccountKind(enum.StrEnum):
     FEES = "fees"
     """Fees a channel charged."""
 
+    CARD_PURSE = "card_purse"
+    """Money written onto a card's offline chip purse, spent at terminals without
+    a network. Never negative."""
+
     SUSPENSE = "suspense"
     """Money whose owner is not yet known, parked by a finance decision."""
 
 
-NON_NEGATIVE_KINDS = frozenset({AccountKind.WALLET, AccountKind.MERCHANT_PAYABLE})
+NON_NEGATIVE_KINDS = frozenset(
+    {AccountKind.WALLET, AccountKind.MERCHANT_PAYABLE, AccountKind.CARD_PURSE}
+)
 
 
 class EntryKind(enum.StrEnum):
@@ -349,6 +355,11 @@ def _check_balanced(postings: Sequence[tuple[AccountLike, int]]) -> None:
             raise UnbalancedEntry(f"posting amount must be a non-zero int: {amount!r}")
     if sum(amount for _, amount in postings) != 0:
         raise UnbalancedEntry("postings do not sum to zero")
+
+
+def find_entry_id(session: Session, idempotency_ref: str) -> int | None:
+    """The id of the entry posted for an event, if it was."""
+    return _find_entry(session, idempotency_ref)
 
 
 def _find_entry(session: Session, idempotency_ref: str) -> int | None:

@@ -5,6 +5,7 @@ from payments.channel_log import ChannelCall, NotificationRecord
 from payments.channels.received import ReceivedNotification
 from payments.ledger import Account, JournalEntry, Posting
 from payments.merchants import Merchant, Terminal
+from payments.purse import PurseLoad
 from payments.topups import TopUp
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Merchant",
     "NotificationRecord",
     "Posting",
+    "PurseLoad",
     "ReceivedNotification",
     "Terminal",
     "TopUp",

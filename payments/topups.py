@@ -292,6 +292,10 @@ def settle_top_up(
     top_up.paid_at = result.paid_at or now
     top_up.finished_at = now
     top_up.entry_id = posted.entry_id
+    if card.offline_purse:
+        from payments.purse import add_pending_load
+
+        add_pending_load(session, card, top_up.amount_fen, top_up.id)
     session.flush()
     logger.info("top_up_settled", extra={**log, "amount_fen": top_up.amount_fen})
     return SettleOutcome.CREDITED
