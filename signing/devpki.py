@@ -66,6 +66,10 @@ DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 # Answers are valid this long: a signing process may reuse them meanwhile.
 OCSP_VALIDITY = dt.timedelta(hours=1)
 CRL_VALIDITY = dt.timedelta(days=1)
+# OCSP answers and CRLs say they were made this much earlier than they were, as
+# real responders do, so that a validator whose clock was read a moment before
+# the answer arrived does not find it "too recent".
+BACKDATE = dt.timedelta(minutes=1)
 MAX_REQUEST_BYTES = 64 * 1024
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -389,7 +393,10 @@ def _build(path: Path) -> None:
         keys[f"signer-{signer}"] = key
         certificates[f"signer-{signer}"] = certificate
         if signer == "revoked":
-            revoked[str(certificate.serial_number)] = now.isoformat()
+            # Revoked before anything can sign with it, also by a clock that
+            # runs a little behind.
+            revoked_at = not_before + dt.timedelta(minutes=30)
+            revoked[str(certificate.serial_number)] = revoked_at.isoformat()
         (staging / f"signer-{signer}.p12").write_bytes(
             pkcs12.serialize_key_and_certificates(
                 name=f"signer-{signer}".encode(),
@@ -523,7 +530,7 @@ class TrustServices:
             signature_algo=self._choose_signed_digest(
                 "sha256", self.ocsp_certificate.public_key
             ),
-            at_time=dt.datetime.now(dt.UTC),
+            at_time=dt.datetime.now(dt.UTC) - BACKDATE,
             revinfo_interface=self.revocations,
             validity=OCSP_VALIDITY,
         )
@@ -533,7 +540,7 @@ class TrustServices:
     def crl(self, name: str) -> bytes:
         from certomancer.services import CRLBuilder
 
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0) - BACKDATE
         revoked = []
         if name == "ca":
             revoked = [

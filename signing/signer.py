@@ -51,8 +51,16 @@ from pyhanko_certvalidator.fetchers.api import Fetchers
 from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
 
 from signing.config import Level
-from signing.errors import DocumentUnreadable, KeyUnavailable, SigningError, translated
+from signing.errors import (
+    DocumentUnreadable,
+    KeyUnavailable,
+    SignerCertificateRejected,
+    SigningError,
+    TrustServiceUnavailable,
+    translated,
+)
 from signing.keys import SigningKey
+from signing.validator import CLOCK_TOLERANCE
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +86,8 @@ class Timestamper(TimeStamper):
     """An RFC 3161 client over one ``requests`` session, trying each TSA in turn.
 
     pyHanko's own clients open a new HTTP session (and, for the aiohttp one, a new
-    TLS context) per request; this one keeps connections and says which TSA
-    failed.
+    TLS context) per request; this one keeps connections (one session per thread,
+    as ``requests`` sessions are not made for sharing) and says which TSA failed.
     """
 
     def __init__(self, urls: tuple[str, ...], timeout: float) -> None:
@@ -88,7 +96,13 @@ class Timestamper(TimeStamper):
             raise SigningError("no timestamp authority configured")
         self.urls = urls
         self.timeout = timeout
-        self._http = requests.Session()
+        self._local = threading.local()
+
+    @property
+    def _http(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session  # type: ignore[no-any-return]
 
     async def async_request_tsa_response(
         self, req: tsp.TimeStampReq
@@ -133,7 +147,11 @@ class RevocationCache:
     the documents signed within ``ttl_seconds``, then fetched afresh.
 
     pyhanko-certvalidator's fetchers remember every answer they fetched; keeping
-    one set of fetchers across validation contexts is what shares them.
+    one set of fetchers across validation contexts is what shares them. They
+    also remember failures, so ``clear`` drops them after a failed signature.
+    Not for use by two threads at once: a fetch in progress is awaited through
+    an asyncio event of the loop that started it (``DocumentSigner`` signs one
+    document at a time).
     """
 
     def __init__(self, timeout: float, ttl_seconds: float) -> None:
@@ -141,23 +159,28 @@ class RevocationCache:
         self._ttl = ttl_seconds
         self._fetchers: Fetchers | None = None
         self._made_at = 0.0
-        self._lock = threading.Lock()
 
     def fetchers(self) -> Fetchers:
-        with self._lock:
-            now = time.monotonic()
-            if self._fetchers is None or now - self._made_at >= self._ttl:
-                self._fetchers = self._backend.get_fetchers()
-                self._made_at = now
-            return self._fetchers
+        now = time.monotonic()
+        if self._fetchers is None or now - self._made_at >= self._ttl:
+            self._fetchers = self._backend.get_fetchers()
+            self._made_at = now
+        return self._fetchers
 
     def clear(self) -> None:
-        with self._lock:
-            self._fetchers = None
+        self._fetchers = None
 
 
 class DocumentSigner:
-    """Signs PDF bytes with the newest configured key that is valid now."""
+    """Signs PDF bytes with the newest configured key that is valid now.
+
+    One document at a time per signer: asn1crypto parses certificates lazily and
+    is not safe to share between threads, and pyHanko shares them through the
+    signer, the timestamp client and the trust roots (two threads signing at once
+    fail with KeyErrors deep in asn1crypto). TODO: to sign in parallel, give each
+    thread its own copies of those objects, made from their DER bytes (cheap),
+    and its own ``RevocationCache``; the parsed private key can be shared.
+    """
 
     def __init__(
         self,
@@ -181,6 +204,7 @@ class DocumentSigner:
         self.revocation = RevocationCache(timeout, revocation_cache_seconds)
         self._before_use = before_use
         self._reserved: dict[tuple[str, Level], int] = {}
+        self._one_at_a_time = threading.Lock()
 
     def current_key(self, moment: dt.datetime | None = None) -> SigningKey:
         """The newest key (last listed) whose certificate is valid at ``moment``."""
@@ -219,20 +243,9 @@ class DocumentSigner:
             )
         started = time.perf_counter()
         self._before_use()
-        key = self.current_key()
-
-        with translated("sign"):
-            writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
-            if writer.prev.encrypted:
-                raise DocumentUnreadable("the document is encrypted")
-            pdf_signer = self._pdf_signer(key, level, seal, reason, location)
-            reserved = self._reserved.get((str(key.reference), level))
-            with key.using():
-                signed = pdf_signer.sign_pdf(writer, bytes_reserved=reserved)
-        result = signed.getvalue()
-        if reserved is None:
-            self._reserved[(str(key.reference), level)] = _reservation_for(result)
-
+        with self._one_at_a_time:
+            key = self.current_key()
+            result = self._sign(pdf, key, level, seal, reason, location)
         logger.info(
             "document_signed",
             extra={
@@ -242,6 +255,33 @@ class DocumentSigner:
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
+        return result
+
+    def _sign(
+        self,
+        pdf: bytes,
+        key: SigningKey,
+        level: Level,
+        seal: Seal | None,
+        reason: str | None,
+        location: str | None,
+    ) -> bytes:
+        try:
+            with translated("sign"):
+                writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
+                if writer.prev.encrypted:
+                    raise DocumentUnreadable("the document is encrypted")
+                pdf_signer = self._pdf_signer(key, level, seal, reason, location)
+                reserved = self._reserved.get((str(key.reference), level))
+                with key.using():
+                    signed = pdf_signer.sign_pdf(writer, bytes_reserved=reserved)
+        except (TrustServiceUnavailable, SignerCertificateRejected):
+            # The cache keeps failed fetches too; the next document must retry.
+            self.revocation.clear()
+            raise
+        result = bytes(signed.getvalue())
+        if reserved is None:
+            self._reserved[(str(key.reference), level)] = _reservation_for(result)
         return result
 
     def _pdf_signer(
@@ -259,6 +299,7 @@ class DocumentSigner:
                 trust_roots=self.trust_roots,
                 allow_fetching=True,
                 fetchers=self.revocation.fetchers(),
+                time_tolerance=CLOCK_TOLERANCE,
             )
         metadata = signers.PdfSignatureMetadata(
             field_name=SIGNATURE_FIELD,

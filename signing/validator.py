@@ -39,6 +39,7 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable
 from io import BytesIO
@@ -89,6 +90,9 @@ logger = logging.getLogger(__name__)
 
 # "However old" for the TSA chain's revocation data (see the module docstring).
 ANY_AGE = dt.timedelta(days=100 * 365)
+# pyHanko allows one second between our clock and a responder's; real responders'
+# clocks differ by more.
+CLOCK_TOLERANCE = dt.timedelta(seconds=30)
 
 _REVOKED = {
     AdESFailure.REVOKED,
@@ -267,7 +271,7 @@ class OutOfTime(Exception):
 
 class DocumentValidator:
     """Validates PDF bytes against configured trust roots. Thread-safe: every call
-    builds its own pyHanko objects."""
+    builds its own pyHanko objects, over its thread's own trust roots."""
 
     def __init__(
         self,
@@ -289,7 +293,18 @@ class DocumentValidator:
         self.max_seconds = max_seconds
         self.max_signatures = max_signatures
         self._before_fetching = before_fetching
-        self._trust = SimpleTrustManager.build(trust_roots=trust_roots)
+        self._root_der = [root.dump() for root in trust_roots]
+        self._local = threading.local()
+
+    @property
+    def _trust(self) -> SimpleTrustManager:
+        """This thread's own trust manager: asn1crypto parses certificates lazily
+        and is not safe to share between threads, so each thread validating
+        gets its own copies of the roots, made once from their DER bytes."""
+        if not hasattr(self._local, "trust"):
+            roots = [asn1_x509.Certificate.load(der) for der in self._root_der]
+            self._local.trust = SimpleTrustManager.build(trust_roots=roots)
+        return self._local.trust  # type: ignore[no-any-return]
 
     def specification(self, allow_fetching: bool) -> PdfSignatureValidationSpec:
         """The pyHanko validation settings this validator uses (see the module
@@ -297,6 +312,7 @@ class DocumentValidator:
         declared = RevocationCheckingRule.CHECK_IF_DECLARED
         signer_policy = CertValidationPolicySpec(
             trust_manager=self._trust,
+            time_tolerance=CLOCK_TOLERANCE,
             revinfo_policy=CertRevTrustPolicy(
                 RevocationCheckingPolicy(
                     ee_certificate_rule=declared, intermediate_ca_cert_rule=declared
@@ -305,6 +321,7 @@ class DocumentValidator:
         )
         timestamp_policy = CertValidationPolicySpec(
             trust_manager=self._trust,
+            time_tolerance=CLOCK_TOLERANCE,
             revinfo_policy=CertRevTrustPolicy(
                 RevocationCheckingPolicy(
                     ee_certificate_rule=declared, intermediate_ca_cert_rule=declared

@@ -173,3 +173,25 @@ def test_validation_never_alters_its_input(
 def test_untrusted_configuration_key_reference_is_refused() -> None:
     with pytest.raises(Exception, match="CAMPUS_SIGNING_KEYS"):
         KeyReference.parse("hsm:somewhere")
+
+
+def test_validation_stops_when_its_time_is_spent(
+    service_for: Callable[..., SigningService], signed: Callable[[Level], bytes]
+) -> None:
+    hurried = service_for("development:rsa", max_validation_seconds=0.0)
+
+    report = hurried.validate(signed(Level.B_LTA))
+
+    assert not report.ok
+    assert "CAMPUS_SIGNING_MAX_VALIDATION_SECONDS" in report.summary
+
+
+def test_too_many_signatures_are_not_validated(
+    service_for: Callable[..., SigningService], signed: Callable[[Level], bytes]
+) -> None:
+    strict = service_for("development:rsa", max_signatures=1)
+
+    report = strict.validate(signed(Level.B_LTA))
+
+    assert not report.ok
+    assert "limit of 1" in report.parses.detail

@@ -179,3 +179,58 @@ def test_newest_valid_key_signs(
     report = service.validate(service.sign(document, level=Level.B_B))
 
     assert "(ecdsa)" in report.signatures[0].signer
+
+
+def test_threads_sign_at_the_same_time(
+    service_for: Callable[..., SigningService], document: bytes
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # A fresh service, so that all threads start with nothing cached and fetch
+    # the same revocation answers at the same time, as a busy server would.
+    service = service_for("development:rsa", revocation_cache_seconds=301)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: service.sign(document), range(4)))
+
+    assert all(service.validate(signed).ok for signed in results)
+
+
+def test_signing_recovers_when_the_trust_services_come_back(
+    pki: DevelopmentPKI, document: bytes, signing_folder
+) -> None:  # type: ignore[no-untyped-def]
+    from signing.config import KeyReference, SigningConfig
+    from signing.devpki import ensure_served, stop_serving
+    from signing.errors import TrustServiceUnavailable
+
+    config = SigningConfig(
+        keys=(KeyReference("pkcs12", str(pki.pkcs12_path("rsa"))),),
+        pkcs12_passphrase=pki.passphrase,
+        trust_roots=(pki.certificate_path("root"),),
+        tsa_urls=(pki.tsa_url,),
+        timeout_seconds=2.0,
+    )
+    service = SigningService(config, signing_folder / "recovering")
+    stop_serving(pki)
+    try:
+        with pytest.raises(TrustServiceUnavailable):
+            service.sign(document, level=Level.B_LT)
+    finally:
+        ensure_served(pki)
+
+    assert service.validate(service.sign(document, level=Level.B_LT)).ok
+
+
+def test_threads_validate_at_the_same_time(
+    service_for: Callable[..., SigningService], signed: Callable[[Level], bytes]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = service_for("development:rsa", max_signatures=15)
+    files = [signed(level) for level in (Level.B_LT, Level.B_LTA)] * 3
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        reports = list(
+            pool.map(lambda pdf: service.validate(pdf, allow_fetching=False), files)
+        )
+
+    assert all(report.ok for report in reports), [r.summary for r in reports]
