@@ -10,9 +10,13 @@ import datetime as dt
 
 import requests
 
+from sandbox.control import start_delivery_thread
 from tests.sandbox.conftest import (  # noqa: F401 (fixtures)
+    Receiver,
     ServedSandbox,
+    _receiver,
     _served,
+    receiver,
     sandbox_instance,
     served_sandbox,
 )
@@ -120,3 +124,20 @@ def test_home_lists_payers_and_open_orders(served_sandbox: ServedSandbox) -> Non
     assert page.status_code == 200 and "李四" in page.text
     outbox = requests.post(f"{served_sandbox.url}/api/outbox/deliver", timeout=10)
     assert outbox.json() == {"accepted": 0}
+
+
+def test_the_delivery_thread_sends_due_notifications_by_itself(
+    served_sandbox: ServedSandbox, receiver: Receiver
+) -> None:
+    from tests.sandbox.test_wechat_notifications import paid_order
+
+    stop = start_delivery_thread(served_sandbox.sandbox, interval=0.05)
+    try:
+        paid_order(served_sandbox, receiver)
+        # A background thread: wait for its work (bounded), not for the clock.
+        for _ in range(100):
+            if receiver.received or stop.wait(0.05):
+                break
+    finally:
+        stop.set()
+    assert len(receiver.received) == 1

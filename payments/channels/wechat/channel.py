@@ -212,7 +212,16 @@ class WechatChannel(Channel):
             "signType": "RSA",
             "paySign": self.client.sign([self.config.appid, stamp, nonce, package]),
         }
-        return Checkout(kind=payer.kind, jsapi_params=jsapi, raw=data)
+        raw = dict(data)
+        if self.config.sandbox:
+            # No WeixinJSBridge outside the WeChat app: in the sandbox a page
+            # sends the browser here instead, with the same signed parameters.
+            root = self.config.gateway_url.removesuffix("/wechat")
+            query = urlencode(
+                jsapi | ({"redirect_url": payer.return_url} if payer.return_url else {})
+            )
+            raw["sandbox_cashier_url"] = f"{root}/pay/wechat/jsapi?{query}"
+        return Checkout(kind=payer.kind, jsapi_params=jsapi, raw=raw)
 
     def pay_with_code(self, order: OrderRequest, payment_code: str) -> PaymentResult:
         logger.info(
