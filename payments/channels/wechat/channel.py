@@ -372,8 +372,11 @@ class WechatChannel(Channel):
                 "no Wechatpay-Timestamp: not a signed notification", channel=self.name
             ) from None
 
+        # Outside the try below: a client that cannot be built (certificates out
+        # of reach) is the channel being unavailable, not a bad notification.
+        client = self.client
         try:
-            event = self.client.callback(signed, text)
+            event = client.callback(signed, text)
         except Unverified as error:
             logger.warning(
                 "wechat_notification_bad_signature",

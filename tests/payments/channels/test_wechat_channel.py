@@ -375,3 +375,22 @@ def test_our_acknowledgements_are_what_wechat_pay_expects(
     assert served_sandbox.deliver() == 1  # accepted: no more attempts
     served_sandbox.clock.advance(3600)
     assert served_sandbox.deliver() == 0 and len(receiver.received) == 2
+
+
+def test_an_order_past_its_expiry_can_no_longer_be_paid(
+    wechat: WechatChannel, served_sandbox: ServedSandbox, receiver: Receiver
+) -> None:
+    base = new_order(receiver)
+    order = OrderRequest(
+        base.out_trade_no,
+        base.amount_fen,
+        base.description,
+        base.notify_url,
+        expires_at=served_sandbox.clock.now() + dt.timedelta(minutes=5),
+    )
+    checkout = wechat.create_order(order, PayerContext(PayerKind.NATIVE))
+    served_sandbox.clock.advance(301)
+    assert served_sandbox.pay(prepay_of(checkout.qr_content or "")).status_code == 409
+    assert wechat.query(order.out_trade_no).state == TradeState.PAYING
+    wechat.close(order.out_trade_no)
+    assert wechat.query(order.out_trade_no).state == TradeState.CLOSED
