@@ -19,12 +19,13 @@ from flask.cli import with_appcontext
 from signing.config import Level
 from signing.devpki import DevelopmentPKI
 from signing.errors import SigningConfigError, SigningError
+from signing.service import SigningService
 from signing.signer import Seal
 
 logger = logging.getLogger(__name__)
 
 
-def _service():  # type: ignore[no-untyped-def]
+def _service() -> SigningService:
     from signing import signing_service
 
     return signing_service(current_app)

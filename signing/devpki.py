@@ -47,11 +47,16 @@ from asn1crypto import keys as asn1_keys
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import tsp as asn1_tsp
 from asn1crypto import x509 as asn1_x509
+from certomancer.services import RevocationInfoInterface
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    ExtendedKeyUsageOID,
+    NameOID,
+)
 
 from signing.errors import SigningConfigError, TrustServiceUnavailable
 from signing.keys import asn1_certificate
@@ -377,11 +382,11 @@ def _build(path: Path) -> None:
                     x509.AuthorityInformationAccess(
                         [
                             x509.AccessDescription(
-                                x509.AuthorityInformationAccessOID.OCSP,
+                                AuthorityInformationAccessOID.OCSP,
                                 x509.UniformResourceIdentifier(f"{base}/ocsp"),
                             ),
                             x509.AccessDescription(
-                                x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                                AuthorityInformationAccessOID.CA_ISSUERS,
                                 x509.UniformResourceIdentifier(f"{base}/certs/ca.cer"),
                             ),
                         ]
@@ -454,7 +459,7 @@ def _asn1_key(key: PrivateKey) -> asn1_keys.PrivateKeyInfo:
     )
 
 
-class _Revocations:
+class _Revocations(RevocationInfoInterface):
     """certomancer's revocation interface, answered from our manifest."""
 
     def __init__(self, pki: DevelopmentPKI) -> None:
@@ -600,7 +605,7 @@ class TrustServices:
                     extra={"path": request.path, "error": str(error)},
                 )
                 response = Response("malformed request\n", status=400)
-        return response(environ, start_response)  # type: ignore[no-any-return]
+        return response(environ, start_response)
 
 
 def _quiet_handler() -> type:

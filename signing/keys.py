@@ -54,7 +54,8 @@ def load_certificates(paths: tuple[Path, ...]) -> list[asn1_x509.Certificate]:
         else:
             files.append(path)
     try:
-        return list(load_certs_from_pemder([str(file) for file in files]))
+        found = load_certs_from_pemder([str(file) for file in files])  # type: ignore[no-untyped-call]  # untyped in pyHanko
+        return list(found)
     except (OSError, ValueError) as error:
         raise KeyUnavailable(
             f"cannot read certificates from {files}: {error}"
@@ -183,7 +184,7 @@ class FileKey(SigningKey):
             raise KeyUnavailable(
                 f"{self.path} must hold one RSA or ECDSA key with its certificate"
             )
-        store = SimpleCertificateStore()
+        store = SimpleCertificateStore()  # type: ignore[no-untyped-call]  # untyped upstream
         store.register_multiple([asn1_certificate(c) for c in chain])
         store.register_multiple(self._extra_certificates)
         return ParsedKeySigner(

@@ -17,8 +17,9 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from asn1crypto import x509 as asn1_x509
 
@@ -30,6 +31,8 @@ from signing.signer import DocumentSigner, Seal, Timestamper
 from signing.validator import DocumentValidator, ValidationReport
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +79,12 @@ class SigningService:
         self._lock = threading.RLock()
         self._parts: dict[str, Any] = {}
 
-    def _part(self, name: str, make: Any) -> Any:
+    def _part(self, name: str, make: Callable[[], T]) -> T:
+        """The part called ``name``, made by ``make`` the first time."""
         with self._lock:
             if name not in self._parts:
                 self._parts[name] = make()
-            return self._parts[name]
+            return cast(T, self._parts[name])
 
     # -- parts ------------------------------------------------------------------
 
@@ -95,7 +99,7 @@ class SigningService:
             return None
         return self._part(
             "dev_pki", lambda: devpki.DevelopmentPKI.ensure(self.dev_pki_path)
-        )  # type: ignore[no-any-return]
+        )
 
     def ensure_trust_services(self) -> None:
         """Serve the development TSA, OCSP and CRLs if the configuration uses
@@ -113,7 +117,7 @@ class SigningService:
             assert pki is not None
             return [asn1_certificate(pki.certificate("root"))]
 
-        return self._part("trust_roots", make)  # type: ignore[no-any-return]
+        return self._part("trust_roots", make)
 
     @property
     def tsa_urls(self) -> tuple[str, ...]:
@@ -125,7 +129,7 @@ class SigningService:
 
     @property
     def keys(self) -> list[SigningKey]:
-        return self._part("keys", lambda: build_keys(self.config, self.dev_pki))  # type: ignore[no-any-return]
+        return self._part("keys", lambda: build_keys(self.config, self.dev_pki))
 
     @property
     def signer(self) -> DocumentSigner:
@@ -133,7 +137,7 @@ class SigningService:
         seal = None
         if config.seal_image is not None:
             seal = Seal(config.seal_image, config.seal_page, config.seal_box)
-        return self._part(  # type: ignore[no-any-return]
+        return self._part(
             "signer",
             lambda: DocumentSigner(
                 self.keys,
@@ -151,7 +155,7 @@ class SigningService:
     @property
     def validator(self) -> DocumentValidator:
         config = self.config
-        return self._part(  # type: ignore[no-any-return]
+        return self._part(
             "validator",
             lambda: DocumentValidator(
                 self.trust_roots,

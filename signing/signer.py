@@ -91,7 +91,7 @@ class Timestamper(TimeStamper):
     """
 
     def __init__(self, urls: tuple[str, ...], timeout: float) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # untyped in pyHanko
         if not urls:
             raise SigningError("no timestamp authority configured")
         self.urls = urls

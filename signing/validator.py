@@ -61,7 +61,8 @@ from pyhanko.sign.validation.ades import (
     ades_lta_validation,
     ades_with_time_validation,
 )
-from pyhanko.sign.validation.dss import DocumentSecurityStore, NoDSSFoundError
+from pyhanko.sign.validation.dss import DocumentSecurityStore
+from pyhanko.sign.validation.errors import NoDSSFoundError
 from pyhanko.sign.validation.generic_cms import (
     extract_tst_data_iter,
     validate_sig_integrity,
@@ -177,6 +178,9 @@ class SignatureReport:
     ``form_filling``, ``annotations`` or ``other``; None when not analysed."""
 
     signer: str | None
+    """The signer certificate's common name (its whole subject if it has none)."""
+
+    signer_subject: str | None
     signer_serial: str | None
     signing_time: dt.datetime | None
     signing_time_source: str | None
@@ -220,6 +224,7 @@ class SignatureReport:
             "checks": {name: check.to_dict() for name, check in self.checks.items()},
             "modification_level": self.modification_level,
             "signer": self.signer,
+            "signer_subject": self.signer_subject,
             "signer_serial": self.signer_serial,
             "signing_time": self.signing_time.isoformat()
             if self.signing_time
@@ -454,7 +459,9 @@ class DocumentValidator:
         timing: ValidationTimingInfo,
         embedded: list[EmbeddedPdfSignature],
     ) -> SignatureReport:
-        signature.compute_integrity_info(diff_policy=spec.diff_policy)
+        signature.compute_integrity_info(  # type: ignore[no-untyped-call]  # pyHanko
+            diff_policy=spec.diff_policy
+        )
         later_timestamps = any(
             other.sig_object_type == "/DocTimeStamp"
             and other.signed_revision > signature.signed_revision
@@ -503,12 +510,13 @@ class DocumentValidator:
             revocation=revocation,
             modifications=modifications,
             modification_level=level_name,
-            signer=str(signer_cert.subject.human_friendly),
+            signer=_common_name(signer_cert),
+            signer_subject=str(signer_cert.subject.human_friendly),
             signer_serial=format(signer_cert.serial_number, "x"),
             signing_time=signing_time,
             signing_time_source=time_source,
             level=level,
-            ades=indication.name if indication is not None else None,
+            ades=_name(indication),
         )
 
     async def _procedure(
@@ -518,7 +526,7 @@ class DocumentValidator:
         timing: ValidationTimingInfo,
         has_timestamp: bool,
         later_timestamps: bool,
-    ) -> AdESBasicValidationResult:
+    ) -> AdESBasicValidationResult[Any]:
         """The ETSI EN 319 102-1 procedure the signature's level calls for.
 
         pyHanko's long-term procedure alone would do for all levels, but it
@@ -551,7 +559,7 @@ class DocumentValidator:
     ) -> SignatureReport:
         """A document timestamp's integrity is checked here; its chain was
         validated as the evidence record of the signatures before it."""
-        signature.compute_integrity_info(skip_diff=True)
+        signature.compute_integrity_info(skip_diff=True)  # type: ignore[no-untyped-call]
         signed_data = signature.signed_data
         tst_info = signed_data["encap_content_info"]["content"].parsed
         tsa_certificate = signature.signer_cert
@@ -604,7 +612,8 @@ class DocumentValidator:
             revocation=_not_applicable("checked with the chain"),
             modifications=_not_applicable("judged by the certification signature"),
             modification_level=None,
-            signer=str(tsa_certificate.subject.human_friendly),
+            signer=_common_name(tsa_certificate),
+            signer_subject=str(tsa_certificate.subject.human_friendly),
             signer_serial=format(tsa_certificate.serial_number, "x"),
             signing_time=gen_time,
             signing_time_source="timestamp",
@@ -696,7 +705,7 @@ def _coverage(
     )
 
 
-def _chain(result: AdESBasicValidationResult, intact: bool) -> Check:
+def _chain(result: AdESBasicValidationResult[Any], intact: bool) -> Check:
     status = result.api_status
     indication = result.ades_subindic
     if not intact:
@@ -721,7 +730,7 @@ def _chain(result: AdESBasicValidationResult, intact: bool) -> Check:
     return _unknown(f"could not be established ({_indication(result)})")
 
 
-def _revocation(result: AdESBasicValidationResult, chain: Check) -> Check:
+def _revocation(result: AdESBasicValidationResult[Any], chain: Check) -> Check:
     indication = result.ades_subindic
     status = result.api_status
     if indication in _REVOKED or (status is not None and status.revoked):
@@ -741,7 +750,7 @@ def _revocation(result: AdESBasicValidationResult, chain: Check) -> Check:
 
 
 def _timestamp(
-    result: AdESBasicValidationResult,
+    result: AdESBasicValidationResult[Any],
     status: Any,
     signature: EmbeddedPdfSignature,
 ) -> tuple[Check, dt.datetime | None, str | None]:
@@ -781,8 +790,18 @@ def _timestamp(
     )
 
 
-def _indication(result: AdESBasicValidationResult) -> str:
-    name = result.ades_subindic.name if result.ades_subindic else "no indication"
+def _common_name(certificate: asn1_x509.Certificate) -> str:
+    name = certificate.subject.native.get("common_name")
+    return str(name) if name else str(certificate.subject.human_friendly)
+
+
+def _name(indication: Any) -> str | None:
+    """``OK``, ``NO_POE``, ...: AdES sub-indications are enum members."""
+    return str(indication.name) if indication is not None else None
+
+
+def _indication(result: AdESBasicValidationResult[Any]) -> str:
+    name = _name(result.ades_subindic) or "no indication"
     return f"{name}: {result.failure_msg}" if result.failure_msg else name
 
 
