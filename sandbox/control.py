@@ -86,7 +86,39 @@ def create_control_app(sandbox: Sandbox) -> Flask:
             payers=_payers(sandbox),
             orders=gateway.open_orders() if gateway is not None else [],  # type: ignore[attr-defined]
             now=sandbox.clock.now(),
+            switches=sandbox.faults.snapshot(),
+            fault_names={
+                name: getattr(g, "fault_names", {})
+                for name, g in sorted(sandbox.gateways.items())
+            },
+            pending=len(sandbox.outbox.pending()),
         )
+
+    @app.post("/faults")
+    def fault_form() -> Response:
+        """The home page's fault form: set a switch, or clear a gateway's."""
+        form = request.form
+        channel = form.get("channel", "")
+        if channel in sandbox.gateways:
+            if form.get("action") == "clear":
+                sandbox.faults.clear(channel)
+            elif form.get("name"):
+                sandbox.faults.set(
+                    channel,
+                    form["name"],
+                    _form_value(form.get("value", "")),
+                    form.get("order") or "*",
+                )
+        return redirect(url_for("index"))
+
+    @app.post("/clock")
+    def clock_form() -> Response:
+        if request.form.get("action") == "reset":
+            sandbox.clock.reset()
+        else:
+            sandbox.clock.advance(float(request.form.get("seconds") or 0))
+        sandbox.outbox.deliver_due()
+        return redirect(url_for("index"))
 
     @app.get("/payer/<payer_id>")
     def payer(payer_id: str) -> str:
@@ -294,6 +326,18 @@ def create_control_app(sandbox: Sandbox) -> Flask:
         return jsonify(codes)
 
     return app
+
+
+def _form_value(text: str) -> Any:
+    """A number where the form holds one, ``True`` for an empty box (a switch
+    that only needs to be on), the text otherwise."""
+    text = text.strip()
+    if not text:
+        return True
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _json() -> dict[str, Any]:

@@ -141,3 +141,46 @@ def test_the_delivery_thread_sends_due_notifications_by_itself(
     finally:
         stop.set()
     assert len(receiver.received) == 1
+
+
+def test_home_page_forms_switch_faults_and_move_the_clock(
+    served_sandbox: ServedSandbox,
+) -> None:
+    home = served_sandbox.url
+    requests.post(
+        f"{home}/faults",
+        data={
+            "channel": "wechat",
+            "name": "user_paying_seconds",
+            "value": "30",
+            "order": "P1",
+            "action": "set",
+        },
+        timeout=10,
+    )
+    assert (
+        served_sandbox.sandbox.faults.get("wechat", "user_paying_seconds", "P1") == 30
+    )
+    requests.post(
+        f"{home}/faults",
+        data={
+            "channel": "wechat",
+            "name": "system_error",
+            "value": "",
+            "action": "set",
+        },
+        timeout=10,
+    )
+    assert served_sandbox.sandbox.faults.get("wechat", "system_error") is True
+    page = requests.get(home + "/", timeout=10).text
+    assert "user_paying_seconds" in page and "P1" in page
+    requests.post(
+        f"{home}/faults", data={"channel": "wechat", "action": "clear"}, timeout=10
+    )
+    assert served_sandbox.sandbox.faults.snapshot() == []
+
+    before = served_sandbox.clock.now()
+    requests.post(
+        f"{home}/clock", data={"seconds": "600", "action": "advance"}, timeout=10
+    )
+    assert served_sandbox.clock.now() - before >= dt.timedelta(minutes=10)
