@@ -94,8 +94,9 @@ class SigningService:
 
     @property
     def dev_pki(self) -> devpki.DevelopmentPKI | None:
-        """The development PKI, made now if the configuration relies on it."""
-        if not self.config.uses_development_pki:
+        """The development PKI, made now if the configuration relies on it.
+        Never in production (the configuration check refuses it there)."""
+        if self.production or not self.config.uses_development_pki:
             return None
         return self._part(
             "dev_pki", lambda: devpki.DevelopmentPKI.ensure(self.dev_pki_path)
@@ -124,8 +125,8 @@ class SigningService:
         if self.config.tsa_urls:
             return self.config.tsa_urls
         pki = self.dev_pki
-        assert pki is not None
-        return (pki.tsa_url,)
+        # No TSA in production means B-B only: the signer refuses the rest.
+        return (pki.tsa_url,) if pki is not None else ()
 
     @property
     def keys(self) -> list[SigningKey]:

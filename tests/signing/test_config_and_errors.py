@@ -193,3 +193,46 @@ def test_status_reports_a_dead_tsa(
 
     assert not status.ok
     assert any(url in problem for problem in status.problems)
+
+
+def test_production_b_b_without_tsa_never_makes_a_development_pki(
+    pki: DevelopmentPKI, document: bytes, tmp_path: Path
+) -> None:
+    from signing.errors import SigningError
+
+    config = SigningConfig(
+        keys=(KeyReference("pkcs12", str(pki.pkcs12_path("rsa"))),),
+        pkcs12_passphrase=pki.passphrase,
+        trust_roots=(pki.certificate_path("root"),),
+        level=Level.B_B,
+    )
+    service = SigningService(config, tmp_path, production=True)
+
+    assert service.validate(service.sign(document)).signatures[0].level == "B-B"
+    with pytest.raises(SigningError, match="CAMPUS_SIGNING_TSA_URLS"):
+        service.sign(document, level=Level.B_T)
+    assert not (tmp_path / "signing").exists()
+
+
+def test_documents_signed_by_a_retired_key_keep_validating(
+    service_for: Callable[..., SigningService], document: bytes
+) -> None:
+    before = service_for("development:rsa").sign(document)
+
+    rotated = service_for("development:rsa,development:ecdsa")
+
+    assert "(ecdsa)" in rotated.status().certificates[1].subject
+    assert rotated.status().certificates[1].note == "signs now"
+    assert rotated.validate(before).ok
+
+
+def test_no_key_valid_now_is_a_clear_error(
+    service_for: Callable[..., SigningService], pki: DevelopmentPKI
+) -> None:
+    import datetime as dt
+
+    service = service_for("development:rsa,development:ecdsa")
+    later = pki.certificate("signer-ecdsa").not_valid_after_utc + dt.timedelta(days=1)
+
+    with pytest.raises(KeyUnavailable, match="no configured signer certificate"):
+        service.signer.current_key(later)

@@ -71,3 +71,18 @@ def test_pdfsig_reports_a_flipped_byte_as_digest_mismatch(
 
     cades = [v for kind, v in verdicts(report) if kind == "ETSI.CAdES.detached"]
     assert cades == ["Digest Mismatch."], report
+
+
+def test_pdfsig_reports_softhsm_signatures_valid(
+    pdfsig: str,
+    token_service_for: Callable[[str], SigningService],
+    document: bytes,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    for label in ("signer-rsa", "signer-ecdsa"):
+        signed = token_service_for(label).sign(document)
+
+        report = run_pdfsig(pdfsig, signed, tmp_path, f"{label}.pdf")
+
+        cades = [v for kind, v in verdicts(report) if kind == "ETSI.CAdES.detached"]
+        assert cades == ["Signature is Valid."], report
