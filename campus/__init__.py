@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     cli.init_app(app)
 
     import payments
+    import reconciliation
     import signing
     import transcripts
 
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
         # /sandbox; production mode refuses this setting.
         _mount_sandbox(app, settings)
     payments.init_app(app)
+    reconciliation.init_app(app)
     signing.init_app(app)
     transcripts.init_app(app)
 

@@ -60,6 +60,8 @@ def db_revision(message: str, head: str, rev_id: str | None) -> None:
         autogenerate=True,
         head=head,
         rev_id=rev_id,
+        # A package's first revision starts its own line from 0001.
+        splice=True,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import campus.auth
 import campus.people
 import payments.models
+import reconciliation.models  # noqa: F401 - registers the tables
 import transcripts.models  # noqa: F401 - registers the tables
 from campus.database import Base
 

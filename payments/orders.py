@@ -9,8 +9,9 @@ becomes paid. Each kind registers itself from ``payments.init_app``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,36 @@ class SettleOutcome(enum.StrEnum):
     """The channel does not say it was paid: nothing to settle."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """An order as reconciliation sees it."""
+
+    kind: str
+    out_trade_no: str
+    channel: str
+    state: str
+    """``paid``, ``unpaid`` (still waiting), ``closed``, ``failed``, ``reversed``."""
+    amount_fen: int
+    transaction_id: str | None
+    paid_at: dt.datetime | None
+    merchant: str | None = None
+    """The merchant paid, for POS payments; top-ups have none."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RefundRecord:
+    kind: str
+    out_refund_no: str
+    out_trade_no: str
+    channel: str
+    state: str
+    """``succeeded``, ``processing``, ``failed``."""
+    amount_fen: int
+    refund_id: str | None
+    refunded_at: dt.datetime | None
+    merchant: str | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class OrderKind:
     name: str
@@ -38,6 +69,12 @@ class OrderKind:
     """Whether an ``out_trade_no`` is an order of this kind."""
     settle: Callable[..., SettleOutcome]
     """``settle(session, channel, result: PaymentResult, via=...)``."""
+    paid_between: (
+        Callable[[Session, str, dt.datetime, dt.datetime], Iterable[OrderRecord]] | None
+    ) = None
+    """Orders of a channel paid in ``[start, end)``, for reconciliation."""
+    record: Callable[[Session, str], OrderRecord | None] | None = None
+    """One order by number, whatever its state."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +84,11 @@ class RefundKind:
     """Whether an ``out_refund_no`` is a refund of this kind."""
     settle: Callable[..., SettleOutcome]
     """``settle(session, channel, result: RefundResult, via=...)``."""
+    refunded_between: (
+        Callable[[Session, str, dt.datetime, dt.datetime], Iterable[RefundRecord]]
+        | None
+    ) = None
+    record: Callable[[Session, str], RefundRecord | None] | None = None
 
 
 _order_kinds: dict[str, OrderKind] = {}
@@ -58,6 +100,14 @@ def register(kind: OrderKind | RefundKind) -> None:
         _order_kinds[kind.name] = kind
     else:
         _refund_kinds[kind.name] = kind
+
+
+def order_kinds() -> list[OrderKind]:
+    return list(_order_kinds.values())
+
+
+def refund_kinds() -> list[RefundKind]:
+    return list(_refund_kinds.values())
 
 
 def order_kind_for(session: Session, out_trade_no: str) -> OrderKind | None:
@@ -76,6 +126,10 @@ def refund_kind_for(session: Session, out_refund_no: str) -> RefundKind | None:
 
 __all__ = [
     "OrderKind",
+    "OrderRecord",
+    "RefundRecord",
+    "order_kinds",
+    "refund_kinds",
     "PaymentResult",
     "RefundKind",
     "RefundResult",

@@ -25,6 +25,7 @@ import datetime as dt
 import enum
 import logging
 import secrets
+from collections.abc import Iterator
 
 from flask_babel import lazy_gettext
 from sqlalchemy import (
@@ -46,7 +47,7 @@ from payments import ledger
 from payments.cards import Card, CardStatus, lock_card, require_active
 from payments.channels.base import PaymentResult, TradeState
 from payments.money import format_yuan
-from payments.orders import OrderKind, SettleOutcome
+from payments.orders import OrderKind, OrderRecord, SettleOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -382,4 +383,49 @@ def _owns(session: Session, out_trade_no: str) -> bool:
     )
 
 
-ORDER_KIND = OrderKind("top_up", _owns, settle_top_up)
+_RECORD_STATES = {
+    TopUpState.SUCCEEDED: "paid",
+    TopUpState.PAYING: "unpaid",
+    TopUpState.CREATED: "unpaid",
+    TopUpState.CLOSED: "closed",
+    TopUpState.FAILED: "failed",
+}
+
+
+def _record(top_up: TopUp) -> OrderRecord:
+    return OrderRecord(
+        kind="top_up",
+        out_trade_no=top_up.out_trade_no,
+        channel=top_up.channel,
+        state=_RECORD_STATES[top_up.state],
+        amount_fen=top_up.amount_fen,
+        transaction_id=top_up.transaction_id,
+        paid_at=top_up.paid_at,
+    )
+
+
+def _paid_between(
+    session: Session, channel: str, start: dt.datetime, end: dt.datetime
+) -> Iterator[OrderRecord]:
+    rows = session.execute(
+        select(TopUp)
+        .where(
+            TopUp.channel == channel,
+            TopUp.state == TopUpState.SUCCEEDED,
+            TopUp.paid_at >= start,
+            TopUp.paid_at < end,
+        )
+        .execution_options(yield_per=5000)
+    ).scalars()
+    for top_up in rows:
+        yield _record(top_up)
+
+
+def _record_of(session: Session, out_trade_no: str) -> OrderRecord | None:
+    top_up = session.scalar(select(TopUp).where(TopUp.out_trade_no == out_trade_no))
+    return _record(top_up) if top_up is not None else None
+
+
+ORDER_KIND = OrderKind(
+    "top_up", _owns, settle_top_up, paid_between=_paid_between, record=_record_of
+)

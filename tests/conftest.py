@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from alembic import command as alembic_command
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
@@ -26,7 +27,11 @@ from sqlalchemy.orm import Session
 from campus import create_app
 from campus.auth import Role, create_operator
 from campus.database import Base, db, make_engine
+from campus.people import Person, PersonKind
 from campus.settings import Settings
+from payments import ledger
+from payments.cards import Card, open_card
+from payments.merchants import Merchant, MerchantKind, open_merchant
 
 POSTGRES_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
@@ -195,10 +200,14 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
-         "is_mobile": True, "has_touch": True,
-         "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) "
-                       "AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"}
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+    "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) "
+    "AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+}
 
 
 @pytest.fixture(scope="session")
@@ -212,3 +221,69 @@ def chromium() -> Iterator[Any]:
         )
         yield browser
         browser.close()
+
+
+# -- payments: real cards, merchants and a signed-in student's browser --------------
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_card(session: Session):
+    def make(balance_fen: int = 0, **options) -> Card:
+        serial = next(_numbers)
+        person = Person(
+            number=f"S{serial:07d}",
+            kind=PersonKind.STUDENT,
+            name_zh=f"测试{serial}",
+            name_en=f"Test {serial}",
+        )
+        session.add(person)
+        card = open_card(
+            session, person, actor="test", number=f"8800{serial:08d}", **options
+        )
+        if balance_fen:
+            ledger.transfer(
+                session,
+                kind=ledger.EntryKind.OPENING,
+                idempotency_ref=f"opening:{card.number}",
+                source=ledger.suspense_account(session),
+                destination=card.wallet,
+                amount_fen=balance_fen,
+            )
+        session.commit()
+        return card
+
+    return make
+
+
+@pytest.fixture
+def merchant(session: Session) -> Merchant:
+    merchant = open_merchant(
+        session,
+        f"M{next(_numbers):05d}",
+        "测试窗口",
+        "Test window",
+        MerchantKind.CANTEEN_WINDOW,
+    )
+    session.commit()
+    return merchant
+
+
+@pytest.fixture
+def student_browser(live_app, make_card):
+    card = make_card(balance_fen=1000)
+
+    def browser(headers: dict[str, str]) -> requests.Session:
+        session = requests.Session()
+        session.headers.update(headers)
+        signed_in = session.post(
+            f"{live_app.url}/sign-in/dev?next=/card",
+            data={"number": card.person.number},
+            timeout=10,
+        )
+        assert signed_in.url.endswith("/card")
+        return session
+
+    browser.card = card
+    return browser

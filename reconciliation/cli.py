@@ -1,0 +1,76 @@
+"""``flask reconcile run --date D [--channel …]`` and ``flask reconcile nightly``.
+
+A cron line or systemd timer for deployments with ``CAMPUS_SCHEDULER=off``
+(WeChat Pay's bill for a day is ready from 10:00 the next morning)::
+
+    35 10 * * *  cd /srv/campus && .venv/bin/flask reconcile nightly
+
+    # /etc/systemd/system/campus-reconcile.timer
+    [Timer]
+    OnCalendar=*-*-* 10:35:00 Asia/Shanghai
+    Persistent=true
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from reconciliation.run import ReconciliationError, days_to_run, reconcile_day
+
+reconcile_cli = AppGroup("reconcile", help="Reconcile against the channels' bills.")
+
+CHANNELS = ("wechat", "alipay")
+
+
+def _run(day: dt.date, channels: tuple[str, ...]) -> bool:
+    ok = True
+    for channel in channels:
+        try:
+            if sys.stderr.isatty():
+                with click.progressbar(length=1, label=f"{channel} {day}") as bar:
+                    run = reconcile_day(channel, day, progress=bar.update)
+            else:
+                run = reconcile_day(channel, day)
+        except ReconciliationError as error:
+            click.echo(f"{channel} {day}: {type(error).__name__}: {error}", err=True)
+            ok = False
+            continue
+        kinds = ", ".join(
+            f"{kind} {count}" for kind, count in sorted(run.counts.items())
+        )
+        click.echo(f"{channel} {day}: {run.state.value}, {run.lines} lines; {kinds}")
+    return ok
+
+
+@reconcile_cli.command("run")
+@click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--channel", type=click.Choice(CHANNELS), default=None)
+def run_command(day: dt.datetime, channel: str | None) -> None:
+    """Reconcile one business day (yyyy-mm-dd), one channel or both."""
+    if not _run(day.date(), (channel,) if channel else CHANNELS):
+        sys.exit(1)
+
+
+def nightly() -> bool:
+    settings = current_app.extensions["campus.settings"]
+    today = dt.datetime.now(settings.zone).date()
+    return all(_run(day, CHANNELS) for day in days_to_run(today))
+
+
+@reconcile_cli.command("nightly")
+def nightly_command() -> None:
+    """Reconcile yesterday (Asia/Shanghai) for every channel."""
+    if not nightly():
+        sys.exit(1)
+
+
+def init_app(app: Flask) -> None:
+    from campus.scheduler import Job, register_job
+
+    app.cli.add_command(reconcile_cli)
+    register_job(app, Job("reconcile_nightly", nightly, cron="35 10 * * *"))

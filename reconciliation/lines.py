@@ -1,0 +1,113 @@
+"""Both channels' bills as one kind of line, so that matching knows no channel.
+
+A WeChat Pay trade bill row is a payment (``交易状态`` SUCCESS, or REVOKED for a
+reversed code payment, which the bill still lists) or a refund (REFUND, with the
+refund's own number and amount); an Alipay bill line is a ``交易`` or a ``退款``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Iterator
+
+from reconciliation.bills.alipay import REFUND as ALIPAY_REFUND
+from reconciliation.bills.alipay import AlipayBill
+from reconciliation.bills.wechat import WechatBill
+
+
+class LineKind(enum.StrEnum):
+    PAYMENT = "payment"
+    REFUND = "refund"
+
+
+class ChannelState(enum.StrEnum):
+    """What the channel's bill says happened."""
+
+    PAID = "paid"
+    REVERSED = "reversed"
+    """A code payment reversed or cancelled: listed, but no money kept."""
+    REFUNDED = "refunded"
+    """A refund line that went through."""
+    REFUND_PENDING = "refund_pending"
+    REFUND_FAILED = "refund_failed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BillLine:
+    kind: LineKind
+    state: ChannelState
+    out_trade_no: str
+    transaction_id: str
+    amount_fen: int
+    """Paid (payments) or refunded (refunds), always positive."""
+    fee_fen: int
+    """The channel's fee on this line, positive when charged, negative when a
+    refund gives part of it back."""
+    traded_at: dt.datetime
+    out_refund_no: str = ""
+    refund_id: str = ""
+    line: int = 0
+    """Where in the file, for people reading a discrepancy."""
+
+
+_WECHAT_STATES = {
+    "SUCCESS": ChannelState.PAID,
+    "REVOKED": ChannelState.REVERSED,
+    "REFUND": ChannelState.REFUNDED,
+}
+_WECHAT_REFUND_STATES = {
+    "SUCCESS": ChannelState.REFUNDED,
+    "PROCESSING": ChannelState.REFUND_PENDING,
+    "FAIL": ChannelState.REFUND_FAILED,
+    "CHANGE": ChannelState.REFUND_FAILED,
+    "": ChannelState.REFUNDED,
+}
+
+
+def wechat_lines(bill: WechatBill) -> Iterator[BillLine]:
+    for row in bill.rows:
+        if row.trade_state == "REFUND":
+            yield BillLine(
+                kind=LineKind.REFUND,
+                state=_WECHAT_REFUND_STATES.get(
+                    row.refund_state.upper(), ChannelState.REFUND_PENDING
+                ),
+                out_trade_no=row.out_trade_no,
+                transaction_id=row.transaction_id,
+                amount_fen=abs(row.refund_fen),
+                fee_fen=row.fee_fen,
+                traded_at=row.traded_at,
+                out_refund_no=row.out_refund_no,
+                refund_id=row.refund_id,
+                line=row.line,
+            )
+            continue
+        yield BillLine(
+            kind=LineKind.PAYMENT,
+            state=_WECHAT_STATES.get(row.trade_state.upper(), ChannelState.PAID),
+            out_trade_no=row.out_trade_no,
+            transaction_id=row.transaction_id,
+            amount_fen=row.order_fen or row.settled_fen,
+            fee_fen=row.fee_fen,
+            traded_at=row.traded_at,
+            line=row.line,
+        )
+
+
+def alipay_lines(bill: AlipayBill) -> Iterator[BillLine]:
+    for number, line in enumerate(bill.lines, 1):
+        refund = line.kind == ALIPAY_REFUND
+        yield BillLine(
+            kind=LineKind.REFUND if refund else LineKind.PAYMENT,
+            state=ChannelState.REFUNDED if refund else ChannelState.PAID,
+            out_trade_no=line.out_trade_no,
+            transaction_id=line.trade_no,
+            amount_fen=abs(line.amount_fen),
+            # Alipay signs fees as money leaving the merchant: negative when charged.
+            fee_fen=-line.fee_fen,
+            traded_at=line.finished_at,
+            out_refund_no=line.out_request_no if refund else "",
+            line=number,
+        )

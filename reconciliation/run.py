@@ -1,0 +1,475 @@
+"""One channel's day: download, keep, check, parse, match, repair, record.
+
+``reconcile_day`` is safe to run again and again. A day already finished is left
+alone. A day whose run died half way is finished by the next run: every
+discrepancy is recorded under a unique (channel, day, kind, key), and every repair
+settles through the order's own settle function, which posts at most once. Two runs
+of one day at once: the second is refused while the first holds the day's lease.
+
+Errors::
+
+    ReconciliationError
+    ├── RunInProgress     another run holds this day
+    ├── BillUnavailable   the channel has no bill yet, or did not answer
+    └── BillRejected      the bill is malformed, truncated, or its totals disagree
+                          with its own summary: nothing is changed
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from campus.database import db, utcnow
+from payments import orders
+from payments.channel_log import recorded_call
+from payments.channels import channel_for
+from payments.channels.base import Bill, ChannelError, PaymentResult, TradeState
+from payments.channels.wechat.channel import DamagedBill
+from payments.orders import OrderRecord, RefundRecord, SettleOutcome
+from reconciliation.bills.alipay import MalformedBill, parse_alipay_bill
+from reconciliation.bills.wechat import BillFormatError, parse_trade_bill
+from reconciliation.lines import BillLine, alipay_lines, wechat_lines
+from reconciliation.matching import (
+    Finding,
+    FindingKind,
+    check_fees,
+    match_payments,
+    match_refunds,
+)
+from reconciliation.models import (
+    Discrepancy,
+    DiscrepancyStatus,
+    ReconciliationRun,
+    RunState,
+)
+
+logger = logging.getLogger(__name__)
+
+LEASE = dt.timedelta(minutes=30)
+HOLD_DAYS = 3
+FEE_RATES = {"wechat": 60, "alipay": 60}
+"""Contract fee rates in hundredths of a percent (60 is 0.6 %)."""
+
+
+class ReconciliationError(Exception):
+    def __init__(self, message: str, *, channel: str, day: dt.date) -> None:
+        super().__init__(f"{channel} {day}: {message}")
+        self.channel = channel
+        self.day = day
+
+
+class RunInProgress(ReconciliationError):
+    pass
+
+
+class BillUnavailable(ReconciliationError):
+    pass
+
+
+class BillRejected(ReconciliationError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    """A run as it ended, readable after its session is gone."""
+
+    id: int
+    channel: str
+    day: dt.date
+    state: RunState
+    attempts: int
+    lines: int
+    counts: dict[str, int]
+    error: str | None
+
+    @classmethod
+    def of(cls, run: ReconciliationRun) -> RunReport:
+        return cls(
+            id=run.id,
+            channel=run.channel,
+            day=run.day,
+            state=run.state,
+            attempts=run.attempts,
+            lines=run.lines,
+            counts=json.loads(run.counts) if run.counts else {},
+            error=run.error,
+        )
+
+
+def day_bounds(day: dt.date, zone: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(), tzinfo=zone)
+    return start, start + dt.timedelta(days=1)
+
+
+def reconcile_day(
+    channel: str,
+    day: dt.date,
+    *,
+    hold_days: int = HOLD_DAYS,
+    progress: Callable[[int], None] | None = None,
+    now: dt.datetime | None = None,
+) -> RunReport:
+    """Reconcile ``channel``'s bill for ``day`` (a business day in the settings'
+    time zone) against our orders. Returns the finished run; raises for a run that
+    could not finish (and records why)."""
+    settings = current_app.extensions["campus.settings"]
+    now = now or utcnow()
+    run = _claim(channel, day, now)
+    if run.state is RunState.FINISHED:
+        logger.info(
+            "reconciliation_already_done", extra={"channel": channel, "day": str(day)}
+        )
+        return run
+    try:
+        bill = _download(channel, day)
+        path = _keep(bill, Path(current_app.instance_path))
+        lines = _parse(bill, channel, day)
+    except ReconciliationError as error:
+        _fail(run.id, str(error))
+        raise
+    start, end = day_bounds(day, settings.zone)
+    counts = _match_and_record(channel, day, lines, start, end, hold_days, progress)
+    with db.transaction() as session:
+        run = session.get_one(ReconciliationRun, run.id)
+        run.state = RunState.FINISHED
+        run.finished_at = utcnow()
+        run.locked_until = None
+        run.bill_sha256 = bill.sha256
+        run.bill_path = str(path)
+        run.lines = len(lines)
+        run.counts = json.dumps(counts, ensure_ascii=False, sort_keys=True)
+        run.error = None
+        report = RunReport.of(run)
+    logger.info(
+        "reconciliation_finished",
+        extra={"channel": channel, "day": str(day), **counts},
+    )
+    return report
+
+
+def _claim(channel: str, day: dt.date, now: dt.datetime) -> RunReport:
+    with db.transaction() as session:
+        run = session.scalar(
+            select(ReconciliationRun).where(
+                ReconciliationRun.channel == channel, ReconciliationRun.day == day
+            )
+        )
+        if run is None:
+            try:
+                with session.begin_nested():
+                    session.add(
+                        ReconciliationRun(
+                            channel=channel, day=day, state=RunState.FAILED, attempts=0
+                        )
+                    )
+                    session.flush()
+            except IntegrityError:
+                pass
+        if run is not None and run.state is RunState.FINISHED:
+            return RunReport.of(run)
+        # Conditional, so that of two runs starting at once exactly one wins.
+        claimed = session.scalar(
+            update(ReconciliationRun)
+            .where(
+                ReconciliationRun.channel == channel,
+                ReconciliationRun.day == day,
+                ReconciliationRun.state != RunState.FINISHED,
+                (ReconciliationRun.locked_until.is_(None))
+                | (ReconciliationRun.locked_until < now),
+            )
+            .values(
+                state=RunState.RUNNING,
+                locked_until=now + LEASE,
+                started_at=now,
+                attempts=ReconciliationRun.attempts + 1,
+            )
+            .returning(ReconciliationRun.id)
+        )
+        if claimed is None:
+            current = session.scalars(
+                select(ReconciliationRun).where(
+                    ReconciliationRun.channel == channel, ReconciliationRun.day == day
+                )
+            ).one()
+            if current.state is RunState.FINISHED:
+                return RunReport.of(current)
+            raise RunInProgress("another run holds this day", channel=channel, day=day)
+        return RunReport.of(session.get_one(ReconciliationRun, claimed))
+
+
+def _fail(run_id: int, error: str) -> None:
+    with db.transaction() as session:
+        run = session.get_one(ReconciliationRun, run_id)
+        run.state = RunState.FAILED
+        run.error = error[:2000]
+        run.locked_until = None
+    logger.warning("reconciliation_failed", extra={"run": run_id, "error": error})
+
+
+def _download(channel: str, day: dt.date) -> Bill:
+    try:
+        with recorded_call(channel, "download_bill", None, {"day": str(day)}) as call:
+            bill = channel_for(channel).download_bill(day)
+            call.response = {
+                "filename": bill.filename,
+                "sha256": bill.sha256,
+                "bytes": len(bill.content),
+            }
+    except DamagedBill as error:
+        raise BillRejected(
+            f"the bill does not match its hash_value (truncated or corrupted): {error}",
+            channel=channel,
+            day=day,
+        ) from error
+    except ChannelError as error:
+        raise BillUnavailable(str(error), channel=channel, day=day) from error
+    return bill
+
+
+def _keep(bill: Bill, instance: Path) -> Path:
+    """Store the file as downloaded, once, read-only: what finance may need to show
+    an auditor years later."""
+    folder = instance / "bills" / bill.channel
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{bill.day.isoformat()}-{bill.sha256[:16]}-{bill.filename}"
+    if not path.exists():
+        temporary = path.with_suffix(path.suffix + ".part")
+        temporary.write_bytes(bill.content)
+        os.chmod(temporary, 0o444)
+        temporary.replace(path)
+    return path
+
+
+def _parse(bill: Bill, channel: str, day: dt.date) -> list[BillLine]:
+    try:
+        if channel == "wechat":
+            return list(wechat_lines(parse_trade_bill(bill.content)))
+        parsed = parse_alipay_bill(bill.content)
+        if not parsed.totals_match_summary():
+            raise MalformedBill("the lines do not add up to the summary")
+        return list(alipay_lines(parsed))
+    except (BillFormatError, MalformedBill) as error:
+        raise BillRejected(str(error), channel=channel, day=day) from error
+
+
+def _ours(
+    session: Session, channel: str, start: dt.datetime, end: dt.datetime
+) -> tuple[dict[str, OrderRecord], dict[str, RefundRecord]]:
+    paid = {
+        record.out_trade_no: record
+        for kind in orders.order_kinds()
+        if kind.paid_between is not None
+        for record in kind.paid_between(session, channel, start, end)
+    }
+    refunded = {
+        record.out_refund_no: record
+        for kind in orders.refund_kinds()
+        if kind.refunded_between is not None
+        for record in kind.refunded_between(session, channel, start, end)
+    }
+    return paid, refunded
+
+
+def _lookup_order(session: Session) -> Callable[[str], OrderRecord | None]:
+    def lookup(out_trade_no: str) -> OrderRecord | None:
+        for kind in orders.order_kinds():
+            if kind.record is not None and (
+                record := kind.record(session, out_trade_no)
+            ):
+                return record
+        return None
+
+    return lookup
+
+
+def _lookup_refund(session: Session) -> Callable[[str], RefundRecord | None]:
+    def lookup(out_refund_no: str) -> RefundRecord | None:
+        for kind in orders.refund_kinds():
+            if kind.record is not None and (
+                record := kind.record(session, out_refund_no)
+            ):
+                return record
+        return None
+
+    return lookup
+
+
+def _match_and_record(
+    channel: str,
+    day: dt.date,
+    lines: list[BillLine],
+    start: dt.datetime,
+    end: dt.datetime,
+    hold_days: int,
+    progress: Callable[[int], None] | None,
+) -> dict[str, int]:
+    session = db.session()
+    paid, refunded = _ours(session, channel, start, end)
+    findings: list[Finding] = [
+        *match_payments(lines, paid, _lookup_order(session)),
+        *match_refunds(lines, refunded, _lookup_refund(session)),
+    ]
+    fee = check_fees(lines, FEE_RATES.get(channel, 0))
+    if fee is not None:
+        findings.append(fee)
+    session.rollback()
+
+    counts: Counter[str] = Counter()
+    batch = 1000
+    for offset in range(0, len(findings), batch):
+        with db.transaction() as session:
+            for finding in findings[offset : offset + batch]:
+                counts[finding.kind.value] += 1
+                outcome = _record(session, channel, day, finding, start, hold_days)
+                if outcome:
+                    counts[outcome] += 1
+        if progress is not None:
+            progress(min(batch, len(findings) - offset))
+    with db.transaction() as session:
+        counts["released"] = _release_expired_holds(session, channel, day)
+    return dict(counts)
+
+
+def _record(
+    session: Session,
+    channel: str,
+    day: dt.date,
+    finding: Finding,
+    start: dt.datetime,
+    hold_days: int,
+) -> str | None:
+    """Record one finding; returns an extra count name (``repaired``, ``held``,
+    ``matched_late``) when something beyond recording happened."""
+    if finding.kind is FindingKind.MATCHED:
+        order = finding.ours
+        if isinstance(order, OrderRecord) and order.paid_at and order.paid_at < start:
+            return _close_held(session, channel, order.out_trade_no)
+        return None
+    if _existing(session, channel, day, finding) is not None:
+        return None
+
+    line, ours = finding.line, finding.ours
+    discrepancy = Discrepancy(
+        channel=channel,
+        day=day,
+        kind=finding.kind.value,
+        key=finding.key[:64],
+        status=DiscrepancyStatus.OPEN,
+        repairable=finding.repairable,
+        order_kind=getattr(ours, "kind", None),
+        merchant=getattr(ours, "merchant", None),
+        out_trade_no=(
+            line.out_trade_no if line else getattr(ours, "out_trade_no", None)
+        ),
+        transaction_id=line.transaction_id if line else None,
+        out_refund_no=(line.out_refund_no if line else None)
+        or getattr(ours, "out_refund_no", None),
+        our_state=getattr(ours, "state", None),
+        channel_state=line.state.value if line else None,
+        our_amount_fen=getattr(ours, "amount_fen", None),
+        channel_amount_fen=line.amount_fen if line else None,
+        bill_line=line.line if line else None,
+        note=finding.note[:255],
+    )
+    extra = None
+    if finding.kind is FindingKind.OURS_ONLY and hold_days > 0:
+        discrepancy.status = DiscrepancyStatus.HELD
+        discrepancy.hold_until = day + dt.timedelta(days=hold_days)
+        extra = "held"
+    if finding.repairable and finding.kind is FindingKind.CHANNEL_ONLY and line:
+        if _repair(session, channel, line, finding):
+            discrepancy.status = DiscrepancyStatus.REPAIRED
+            discrepancy.closed_at = utcnow()
+            discrepancy.resolved_by = "reconciliation"
+            extra = "repaired"
+    session.add(discrepancy)
+    session.flush()
+    return extra
+
+
+def _existing(
+    session: Session, channel: str, day: dt.date, finding: Finding
+) -> int | None:
+    return session.scalar(
+        select(Discrepancy.id).where(
+            Discrepancy.channel == channel,
+            Discrepancy.day == day,
+            Discrepancy.kind == finding.kind.value,
+            Discrepancy.key == finding.key[:64],
+        )
+    )
+
+
+def _repair(session: Session, channel: str, line: BillLine, finding: Finding) -> bool:
+    """Settle a lost notification's order through its own settle function."""
+    kind = orders.order_kind_for(session, line.out_trade_no)
+    if kind is None:
+        return False
+    outcome = kind.settle(
+        session,
+        channel,
+        PaymentResult(
+            out_trade_no=line.out_trade_no,
+            state=TradeState.SUCCEEDED,
+            transaction_id=line.transaction_id,
+            amount_fen=line.amount_fen,
+            paid_at=line.traded_at,
+        ),
+        via="reconciliation",
+    )
+    logger.info(
+        "reconciliation_repair",
+        extra={
+            "channel": channel,
+            "out_trade_no": line.out_trade_no,
+            "outcome": outcome.value,
+        },
+    )
+    return outcome in {SettleOutcome.CREDITED, SettleOutcome.ALREADY}
+
+
+def _close_held(session: Session, channel: str, out_trade_no: str) -> str | None:
+    held = session.scalars(
+        select(Discrepancy).where(
+            Discrepancy.channel == channel,
+            Discrepancy.kind == FindingKind.OURS_ONLY.value,
+            Discrepancy.key == out_trade_no,
+            Discrepancy.status.in_([DiscrepancyStatus.HELD, DiscrepancyStatus.OPEN]),
+        )
+    ).all()
+    for item in held:
+        item.status = DiscrepancyStatus.MATCHED_LATE
+        item.closed_at = utcnow()
+        item.resolved_by = "reconciliation"
+    return "matched_late" if held else None
+
+
+def _release_expired_holds(session: Session, channel: str, day: dt.date) -> int:
+    expired = session.scalars(
+        select(Discrepancy).where(
+            Discrepancy.channel == channel,
+            Discrepancy.status == DiscrepancyStatus.HELD,
+            Discrepancy.hold_until < day,
+        )
+    ).all()
+    for item in expired:
+        item.status = DiscrepancyStatus.OPEN
+    return len(expired)
+
+
+def days_to_run(today: dt.date) -> Iterable[dt.date]:
+    """The nightly run reconciles yesterday."""
+    yield today - dt.timedelta(days=1)

@@ -1,0 +1,212 @@
+"""A day of top-ups through the sandbox, reconciled against the sandbox's real
+WeChat Pay bill: each planted problem lands under its kind, each named by outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from payments import ledger
+from payments.topups import TopUpState, find_top_up
+from reconciliation.models import Discrepancy, DiscrepancyStatus, RunState
+from reconciliation.run import BillRejected, RunInProgress, reconcile_day
+from tests.payments.test_notifications import DESKTOP, _open_and_pay
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+# Each test trades on a day of its own, so that the sandbox's bill (the sandbox is
+# shared by the whole session) holds only that test's orders.
+_days = itertools.count(1)
+
+
+@pytest.fixture
+def trading_day(live_app) -> dt.date:
+    day = dt.date(2031, 1, 1) + dt.timedelta(days=next(_days) * 10)
+    live_app.sandbox.clock.set(dt.datetime.combine(day, dt.time(12), SHANGHAI))
+    return day
+
+
+def _after_bills_are_ready(live_app, day: dt.date) -> None:
+    live_app.sandbox.clock.set(
+        dt.datetime.combine(day + dt.timedelta(days=1), dt.time(10, 30), SHANGHAI)
+    )
+
+
+def _in_app(live_app, job):
+    def run():
+        with live_app.app.app_context():
+            return job()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+def _reconcile(live_app, day, **options):
+    return _in_app(live_app, lambda: reconcile_day("wechat", day, **options))
+
+
+def _discrepancies(session, day) -> dict[str, tuple[str, str]]:
+    session.rollback()
+    return {
+        item.key: (item.kind, item.status.value)
+        for item in session.scalars(select(Discrepancy).where(Discrepancy.day == day))
+    }
+
+
+def _pay(live_app, student_browser, amount="50"):
+    browser = student_browser.browser
+    return _open_and_pay(live_app, browser, student_browser.card, amount)
+
+
+@pytest.fixture
+def shopper(live_app, student_browser):
+    student_browser.browser = student_browser(DESKTOP)
+    return student_browser
+
+
+def test_a_clean_day_is_all_matched(live_app, shopper, session, trading_day):
+    numbers = [_pay(live_app, shopper) for _ in range(3)]
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, trading_day)
+
+    run = _reconcile(live_app, trading_day)
+
+    assert run.state is RunState.FINISHED and run.lines == 3
+    assert run.counts["matched"] == 3
+    assert _discrepancies(session, trading_day) == {}
+    assert all(find_top_up(session, n).state is TopUpState.SUCCEEDED for n in numbers)
+
+
+def test_a_lost_notification_is_repaired_and_a_late_one_credits_nothing(
+    live_app, shopper, session, trading_day
+):
+    card = shopper.card
+    live_app.sandbox.faults.set("wechat", "notification", "delay")
+    live_app.sandbox.faults.set("wechat", "notification_delay_seconds", 3 * 86400)
+    number = _pay(live_app, shopper)
+    _after_bills_are_ready(live_app, trading_day)
+
+    _reconcile(live_app, trading_day)
+    repaired_balance = (session.rollback(), card.wallet.balance_fen)[1]
+    live_app.sandbox.clock.advance(3 * 86400)
+    late = live_app.sandbox.outbox.deliver_due()
+
+    assert _discrepancies(session, trading_day) == {
+        number: ("channel_only", "repaired")
+    }
+    assert repaired_balance == 6000
+    assert late == 1  # acknowledged, so the channel stops
+    session.rollback()
+    assert card.wallet.balance_fen == 6000
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_line_missing_from_the_bill_is_held_then_opened(
+    live_app, shopper, session, trading_day
+):
+    number = _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    live_app.sandbox.faults.set("wechat", "bill", "missing_line", number)
+    _pay(live_app, shopper)  # the day still has a bill
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, trading_day)
+
+    _reconcile(live_app, trading_day, hold_days=1)
+    held = _discrepancies(session, trading_day)[number]
+    later = trading_day + dt.timedelta(days=2)
+    live_app.sandbox.clock.set(dt.datetime.combine(later, dt.time(12), SHANGHAI))
+    _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, later)
+    _reconcile(live_app, later, hold_days=1)
+
+    assert held == ("ours_only", "held")
+    assert _discrepancies(session, trading_day)[number] == ("ours_only", "open")
+
+
+def test_an_order_paid_at_midnight_waits_for_the_next_bill(
+    live_app, shopper, session, trading_day
+):
+    number = _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    live_app.sandbox.faults.set("wechat", "bill", "after_midnight", number)
+    _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, trading_day)
+
+    _reconcile(live_app, trading_day)
+    first = _discrepancies(session, trading_day)[number]
+    next_day = trading_day + dt.timedelta(days=1)
+    _after_bills_are_ready(live_app, next_day)
+    second = _reconcile(live_app, next_day)
+
+    assert first == ("ours_only", "held")
+    assert _discrepancies(session, trading_day)[number] == ("ours_only", "matched_late")
+    assert second.counts["matched_late"] == 1
+
+
+def test_a_changed_amount_is_an_amount_mismatch(
+    live_app, shopper, session, trading_day
+):
+    number = _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    live_app.sandbox.faults.set("wechat", "bill", "changed_amount", number)
+    _after_bills_are_ready(live_app, trading_day)
+
+    _reconcile(live_app, trading_day)
+
+    session.rollback()
+    item = session.scalars(select(Discrepancy).where(Discrepancy.key == number)).one()
+    assert (item.kind, item.status) == ("amount_mismatch", DiscrepancyStatus.OPEN)
+    assert (item.our_amount_fen, item.channel_amount_fen) == (5000, 5100)
+
+
+def test_a_truncated_bill_stops_the_run_and_changes_nothing(
+    live_app, shopper, session, trading_day
+):
+    live_app.sandbox.faults.set("wechat", "notification", "drop")
+    number = _pay(live_app, shopper)
+    live_app.sandbox.faults.set("wechat", "bill_download", "truncate")
+    _after_bills_are_ready(live_app, trading_day)
+
+    with pytest.raises(BillRejected):
+        _reconcile(live_app, trading_day)
+
+    assert _discrepancies(session, trading_day) == {}
+    assert find_top_up(session, number).state is TopUpState.PAYING
+
+
+def test_a_rerun_of_a_finished_day_changes_nothing(
+    live_app, shopper, session, trading_day
+):
+    live_app.sandbox.faults.set("wechat", "notification", "drop")
+    _pay(live_app, shopper)
+    _after_bills_are_ready(live_app, trading_day)
+    first = _reconcile(live_app, trading_day)
+    before = _discrepancies(session, trading_day)
+    balance = shopper.card.wallet.balance_fen
+
+    again = _reconcile(live_app, trading_day)
+
+    assert again.id == first.id and again.attempts == first.attempts
+    assert _discrepancies(session, trading_day) == before
+    session.rollback()
+    assert shopper.card.wallet.balance_fen == balance
+
+
+def test_a_day_being_reconciled_is_refused_to_a_second_run(
+    live_app, shopper, session, trading_day
+):
+    from campus.database import utcnow
+    from reconciliation.run import _claim
+
+    _pay(live_app, shopper)
+    _after_bills_are_ready(live_app, trading_day)
+    _in_app(live_app, lambda: _claim("wechat", trading_day, utcnow()))  # still going
+
+    with pytest.raises(RunInProgress):
+        _reconcile(live_app, trading_day)
