@@ -207,28 +207,30 @@ class SigningService:
             if pki is not None:
                 pki_note = f"{pki.path} (services on {pki.base_url})"
                 self.ensure_trust_services()
-            current = None
-            try:
-                current = self.signer.current_key()
-            except SigningError as error:
-                problems.append(str(error))
-            for key in self.keys:
+            # Under the signer's lock: the certificates are shared with signing.
+            with self.signer.one_at_a_time:
+                current = None
                 try:
-                    certificates.append(
-                        CertificateStatus(
-                            f"signer {key.reference}",
-                            key.subject,
-                            key.not_after,
-                            "signs now" if key is current else "",
-                        )
-                    )
+                    current = self.signer.current_key()
                 except SigningError as error:
                     problems.append(str(error))
-                    certificates.append(
-                        CertificateStatus(
-                            f"signer {key.reference}", "?", None, str(error)
+                for key in self.keys:
+                    try:
+                        certificates.append(
+                            CertificateStatus(
+                                f"signer {key.reference}",
+                                key.subject,
+                                key.not_after,
+                                "signs now" if key is current else "",
+                            )
                         )
-                    )
+                    except SigningError as error:
+                        problems.append(str(error))
+                        certificates.append(
+                            CertificateStatus(
+                                f"signer {key.reference}", "?", None, str(error)
+                            )
+                        )
             for root in self.trust_roots:
                 certificates.append(
                     CertificateStatus(

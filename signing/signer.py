@@ -204,19 +204,21 @@ class DocumentSigner:
         self.revocation = RevocationCache(timeout, revocation_cache_seconds)
         self._before_use = before_use
         self._reserved: dict[tuple[str, Level], int] = {}
-        self._one_at_a_time = threading.Lock()
+        # Re-entrant, so that status reports and ``current_key`` can hold it too.
+        self.one_at_a_time = threading.RLock()
 
     def current_key(self, moment: dt.datetime | None = None) -> SigningKey:
         """The newest key (last listed) whose certificate is valid at ``moment``."""
         moment = moment or dt.datetime.now(dt.UTC)
-        for key in reversed(self.keys):
-            if key.valid_at(moment):
-                return key
-        raise KeyUnavailable(
-            "no configured signer certificate is valid now: "
-            + ", ".join(
+        with self.one_at_a_time:
+            for key in reversed(self.keys):
+                if key.valid_at(moment):
+                    return key
+            validity = ", ".join(
                 f"{key.reference} until {key.not_after:%Y-%m-%d}" for key in self.keys
             )
+        raise KeyUnavailable(
+            f"no configured signer certificate is valid now: {validity}"
         )
 
     def sign(
@@ -243,7 +245,7 @@ class DocumentSigner:
             )
         started = time.perf_counter()
         self._before_use()
-        with self._one_at_a_time:
+        with self.one_at_a_time:
             key = self.current_key()
             result = self._sign(pdf, key, level, seal, reason, location)
         logger.info(

@@ -467,7 +467,8 @@ class DocumentValidator:
             and other.signed_revision > signature.signed_revision
             for other in embedded
         )
-        has_timestamp = any(extract_tst_data_iter(signature.signer_info, signed=False))
+        tokens = extract_tst_data_iter(signature.signer_info, signed=False)
+        has_timestamp = next(tokens, None) is not None
         result = asyncio.run(
             self._procedure(signature, spec, timing, has_timestamp, later_timestamps)
         )
@@ -475,7 +476,7 @@ class DocumentValidator:
         indication = result.ades_subindic
         certification = signature.docmdp_level is not None
 
-        intact = signature.coverage is not None and status is not None and status.intact
+        intact = status is not None and status.intact and status.valid
         if status is None or not status.intact:
             intact_check = _failed(
                 "the signed bytes were changed: their digest does not match the "
