@@ -341,3 +341,10 @@ def _sign_in_person(person: Person, via: str) -> None:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+
+    @app.before_request
+    def _forget_who() -> None:
+        # The signed-in user is cached on g; a request may share its app context
+        # with an enclosing one (the CLI, tests), so start each request afresh.
+        g.pop("operator", None)
+        g.pop("student", None)

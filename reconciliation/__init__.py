@@ -7,6 +7,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from reconciliation import cli
+    from reconciliation import cli, views
 
+    app.register_blueprint(views.bp)
     cli.init_app(app)

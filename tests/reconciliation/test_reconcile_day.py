@@ -210,3 +210,19 @@ def test_a_day_being_reconciled_is_refused_to_a_second_run(
 
     with pytest.raises(RunInProgress):
         _reconcile(live_app, trading_day)
+
+
+def test_the_command_line_reconciles_a_day_and_reports_each_channel(
+    live_app, shopper, session, trading_day
+):
+    _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, trading_day)
+    runner = live_app.app.test_cli_runner()
+
+    result = _in_app(live_app, lambda: runner.invoke(
+        args=["reconcile", "run", "--date", trading_day.isoformat()]))
+
+    assert f"wechat {trading_day}: finished, 1 lines; matched 1" in result.output
+    # No Alipay trade that day: its bill does not exist, which the command says.
+    assert f"alipay {trading_day}" in result.output

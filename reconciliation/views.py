@@ -1,0 +1,258 @@
+"""Finance's pages and API: runs, discrepancies with both sides, resolutions, CSV."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from typing import Any
+
+from apiflask import APIBlueprint, Schema, fields
+from apiflask.validators import OneOf
+from flask import Response, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from campus.auth import Role, current_operator, requires_role
+from campus.database import db
+from campus.errors import CampusError
+from payments.money import format_yuan
+from reconciliation.matching import FINANCE_LABELS, FindingKind
+from reconciliation.models import Discrepancy, DiscrepancyStatus, ReconciliationRun
+from reconciliation.resolution import Decision, resolve
+
+bp = APIBlueprint(
+    "reconciliation", __name__, tag="Reconciliation", template_folder="templates"
+)
+
+COLUMNS = (
+    "id",
+    "channel",
+    "day",
+    "kind",
+    "label",
+    "status",
+    "out_trade_no",
+    "transaction_id",
+    "out_refund_no",
+    "our_state",
+    "channel_state",
+    "our_amount_fen",
+    "channel_amount_fen",
+    "note",
+    "resolution",
+    "reason",
+    "resolved_by",
+)
+
+
+class DiscrepancyOut(Schema):
+    id = fields.Integer()
+    channel = fields.String()
+    day = fields.Date()
+    kind = fields.String(metadata={"enum": [kind.value for kind in FindingKind]})
+    label = fields.String(metadata={"description": "the finance label, 中文 / English"})
+    status = fields.String(
+        metadata={"enum": [status.value for status in DiscrepancyStatus]}
+    )
+    out_trade_no = fields.String(allow_none=True)
+    transaction_id = fields.String(allow_none=True)
+    out_refund_no = fields.String(allow_none=True)
+    our_state = fields.String(allow_none=True)
+    channel_state = fields.String(allow_none=True)
+    our_amount_fen = fields.Integer(allow_none=True)
+    channel_amount_fen = fields.Integer(allow_none=True)
+    note = fields.String()
+    resolution = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    resolved_by = fields.String(allow_none=True)
+
+
+class RunOut(Schema):
+    channel = fields.String()
+    day = fields.Date()
+    state = fields.String()
+    attempts = fields.Integer()
+    lines = fields.Integer()
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    error = fields.String(allow_none=True)
+
+
+class ResolveIn(Schema):
+    decision = fields.String(required=True, validate=OneOf([d.value for d in Decision]))
+    reason = fields.String(required=True)
+
+
+class DiscrepancyQuery(Schema):
+    day = fields.Date(load_default=None)
+    status = fields.String(load_default="open")
+
+
+def discrepancy_out(item: Discrepancy) -> dict[str, Any]:
+    row = {
+        column: getattr(item, column, None) for column in COLUMNS if column != "label"
+    }
+    row["status"] = item.status.value
+    row["label"] = FINANCE_LABELS[FindingKind(item.kind)]
+    return row
+
+
+def run_out(run: ReconciliationRun) -> dict[str, Any]:
+    return {
+        "channel": run.channel,
+        "day": run.day,
+        "state": run.state.value,
+        "attempts": run.attempts,
+        "lines": run.lines,
+        "counts": json.loads(run.counts) if run.counts else {},
+        "error": run.error,
+    }
+
+
+def _discrepancies(day: dt.date | None, status: str) -> list[Discrepancy]:
+    query = select(Discrepancy).order_by(Discrepancy.day.desc(), Discrepancy.id)
+    if day is not None:
+        query = query.where(Discrepancy.day == day)
+    if status != "all":
+        query = query.where(Discrepancy.status == status)
+    return list(db.session.scalars(query.limit(2000)))
+
+
+@bp.get("/api/reconciliation/runs")
+@bp.output(RunOut(many=True))
+@bp.doc(summary="Reconciliation runs, newest first", responses=[401, 403])
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def runs_api() -> list[dict[str, Any]]:
+    runs = db.session.scalars(
+        select(ReconciliationRun).order_by(ReconciliationRun.day.desc()).limit(200)
+    )
+    return [run_out(run) for run in runs]
+
+
+@bp.get("/api/reconciliation/discrepancies")
+@bp.input(DiscrepancyQuery, location="query", arg_name="query")
+@bp.output(DiscrepancyOut(many=True))
+@bp.doc(
+    summary="Discrepancies (open by default; status=all for every one)",
+    responses=[401, 403],
+)
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def discrepancies_api(query: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        discrepancy_out(item) for item in _discrepancies(query["day"], query["status"])
+    ]
+
+
+@bp.post("/api/reconciliation/discrepancies/<int:discrepancy_id>/resolve")
+@bp.input(ResolveIn, arg_name="resolution")
+@bp.output(DiscrepancyOut)
+@bp.doc(
+    summary="Resolve by trusting the channel or our records, with a reason",
+    responses=[400, 401, 403, 404, 409],
+)
+@requires_role(Role.FINANCE)
+def resolve_api(discrepancy_id: int, resolution: dict[str, str]) -> dict[str, Any]:
+    operator = current_operator()
+    assert operator is not None
+    with db.transaction() as session:
+        item = resolve(
+            session,
+            discrepancy_id,
+            Decision(resolution["decision"]),
+            reason=resolution["reason"],
+            operator=f"operator:{operator.username}",
+        )
+        answer = discrepancy_out(item)
+    return answer
+
+
+@bp.get("/reconciliation/discrepancies.csv")
+@bp.doc(
+    summary="Discrepancies as CSV (UTF-8 with BOM, opens in Excel)",
+    responses=[401, 403],
+)
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def discrepancies_csv() -> Response:
+    day = request.args.get("day")
+    items = _discrepancies(
+        dt.date.fromisoformat(day) if day else None, request.args.get("status", "all")
+    )
+    buffer = io.StringIO()
+    buffer.write("\ufeff")
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for item in items:
+        row = discrepancy_out(item)
+        writer.writerow(
+            [row[column] if row[column] is not None else "" for column in COLUMNS]
+        )
+    name = f"discrepancies-{day or 'all'}.csv"
+    return Response(
+        buffer.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f"attachment; filename={name}"},
+    )
+
+
+@bp.route("/reconciliation", methods=["GET", "POST"])
+@bp.doc(hide=True)
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def finance_page() -> Any:
+    error = None
+    if request.method == "POST":
+        operator = current_operator()
+        assert operator is not None
+        try:
+            with db.transaction() as session:
+                resolve(
+                    session,
+                    int(request.form["id"]),
+                    Decision(request.form["decision"]),
+                    reason=request.form.get("reason", ""),
+                    operator=f"operator:{operator.username}",
+                )
+        except CampusError as refused:
+            error = str(refused.detail)
+        else:
+            return redirect(url_for(".finance_page"))
+    runs = list(
+        db.session.scalars(
+            select(ReconciliationRun).order_by(ReconciliationRun.day.desc()).limit(60)
+        )
+    )
+    return render_template(
+        "reconciliation/finance.html",
+        runs=[run_out(run) for run in runs],
+        open_items=[discrepancy_out(i) for i in _discrepancies(None, "open")],
+        held_items=[discrepancy_out(i) for i in _discrepancies(None, "held")],
+        chart=_chart(runs),
+        format_yuan=format_yuan,
+        labels=FINANCE_LABELS,
+        can_resolve=current_operator().has_role(Role.FINANCE),  # type: ignore[union-attr]
+        error=error,
+    )
+
+
+def _chart(runs: list[ReconciliationRun]) -> list[dict[str, Any]]:
+    """Matched versus open per day for the last 30 days, as bar heights."""
+    by_day: dict[dt.date, dict[str, int]] = {}
+    for run in runs:
+        counts = json.loads(run.counts) if run.counts else {}
+        day = by_day.setdefault(run.day, {"matched": 0, "other": 0})
+        day["matched"] += counts.get("matched", 0)
+        day["other"] += sum(
+            value
+            for key, value in counts.items()
+            if key in {kind.value for kind in FindingKind} and key != "matched"
+        )
+    days = sorted(by_day)[-30:]
+    peak = max([by_day[d]["matched"] + by_day[d]["other"] for d in days] or [1]) or 1
+    return [
+        {
+            "day": day,
+            **by_day[day],
+            "matched_height": round(100 * by_day[day]["matched"] / peak),
+            "other_height": round(100 * by_day[day]["other"] / peak),
+        }
+        for day in days
+    ]
