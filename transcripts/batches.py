@@ -223,7 +223,9 @@ def issue_item(item_id: int, now: dt.datetime | None = None) -> tuple[int, str]:
     Safe to call twice for one item, also at the same time."""
     from transcripts import registry
 
-    session = db.session()
+    # Its own session, not the thread's: a caller's session (a test, the web
+    # request that runs a small batch inline) is left as it was.
+    session = db.new_session()
     try:
         item = session.get(BatchItem, item_id)
         if item is None or item.status is not ItemStatus.PENDING:
@@ -263,7 +265,6 @@ def issue_item(item_id: int, now: dt.datetime | None = None) -> tuple[int, str]:
         return item_id, ItemStatus.ISSUED.value
     finally:
         session.close()
-        db.session.remove()
 
 
 def _mark(

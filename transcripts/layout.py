@@ -552,6 +552,8 @@ def _course_table(data: dict[str, Any]) -> Table:
         style += [
             ("SPAN", (0, index), (-1, index)),
             ("BACKGROUND", (0, index), (-1, index), TERM_FILL),
+            # A term's heading never ends a page: it moves with its first course.
+            ("NOSPLIT", (0, index), (-1, index + 1)),
         ]
         for course in term["courses"]:
             category = CATEGORY[course["category"]]

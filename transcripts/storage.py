@@ -65,10 +65,10 @@ class FileStorage:
         path = self._path(key)
         if path.exists():
             return key
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Written to a temporary name and renamed, so that a crash never leaves a
         # half-written file under a real key.
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
             with os.fdopen(fd, "wb") as file:
                 file.write(data)

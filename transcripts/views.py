@@ -221,18 +221,21 @@ def revoke_link(link_id: int) -> Response:
 # -- share links, for the employer -----------------------------------------------------
 
 
+def _use_link(token: str, kind: sharing.LinkEventKind) -> Any:
+    """The link, or the refusal; either way the use is committed to its log."""
+    with db.transaction() as db_session:
+        try:
+            return sharing.open_link(db_session, token, _now(), kind)
+        except sharing.LinkUnavailable as refusal:
+            return refusal
+
+
 @bp.get("/share/<token>")
 @bp.doc(hide=True)
 def shared(token: str) -> Any:
-    now = _now()
-    try:
-        with db.transaction() as db_session:
-            link = sharing.open_link(
-                db_session, token, now, sharing.LinkEventKind.OPENED
-            )
-    except sharing.LinkUnavailable as refusal:
-        db.session.commit()
-        return render_template("transcripts/shared.html", refusal=refusal), 404
+    link = _use_link(token, sharing.LinkEventKind.OPENED)
+    if isinstance(link, sharing.LinkUnavailable):
+        return render_template("transcripts/shared.html", refusal=link), 404
     return render_template(
         "transcripts/shared.html",
         link=link,
@@ -245,14 +248,9 @@ def shared(token: str) -> Any:
 @bp.get("/share/<token>/transcript.pdf")
 @bp.doc(hide=True)
 def shared_file(token: str) -> Any:
-    try:
-        with db.transaction() as db_session:
-            link = sharing.open_link(
-                db_session, token, _now(), sharing.LinkEventKind.DOWNLOADED
-            )
-    except sharing.LinkUnavailable as refusal:
-        db.session.commit()
-        return render_template("transcripts/shared.html", refusal=refusal), 404
+    link = _use_link(token, sharing.LinkEventKind.DOWNLOADED)
+    if isinstance(link, sharing.LinkUnavailable):
+        return render_template("transcripts/shared.html", refusal=link), 404
     return _pdf(
         registry.stored_file(link.issuance), f"transcript-{link.issuance.code}.pdf"
     )
