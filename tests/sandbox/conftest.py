@@ -151,46 +151,33 @@ def receiver(_receiver: Receiver) -> Receiver:
 
 @pytest.fixture
 def make_wechat_channel(
-    served_sandbox: ServedSandbox, app: Any, monkeypatch: pytest.MonkeyPatch
-) -> Any:
-    """``make(mode)``: our WeChat adapter built from the app
-    (``WechatChannel.from_app``) and ``CAMPUS_WECHAT_*``, aimed at the served
-    sandbox, with the sandbox signing in the same platform mode and the adapter
-    reading the sandbox clock. Keyword arguments replace config fields."""
-    from payments.channels.wechat import WechatChannel
+    served_sandbox: ServedSandbox, sandbox_instance: Path, engine: Any
+) -> Iterator[Any]:
+    """``make(mode)``: our WeChat adapter as the embedded default configures it
+    (the sandbox's keys from the instance folder, the gateway under
+    ``<base_url>/sandbox``), aimed at the served sandbox, with the sandbox signing
+    in the same platform mode and the adapter reading the sandbox clock.
+    Keyword arguments replace config fields. Notification ids are checked
+    against the test database, as in the service."""
+    from campus.database import db
+    from campus.settings import Settings
+    from payments.channels.wechat import WechatChannel, WechatConfig
 
-    gateway_url = served_sandbox.gateway_url("wechat")
-    keys = served_sandbox.sandbox.gateways["wechat"].keys  # type: ignore[attr-defined]
-    # Configured as a live deployment is, through CAMPUS_WECHAT_*, with the
-    # served sandbox's keys (the app's own instance folder has other ones).
-    for name, value in {
-        "MCHID": keys.mchid,
-        "APPID": keys.appid,
-        "APP_SECRET": keys.app_secret,
-        "MERCHANT_SERIAL": keys.merchant_serial,
-        "PRIVATE_KEY_FILE": str(keys.folder / "apiclient_key.pem"),
-        "APIV3_KEY_FILE": str(keys.folder / "apiv3_key.txt"),
-        "PUBLIC_KEY_FILE": str(keys.folder / "pub_key.pem"),
-        "PUBLIC_KEY_ID": keys.public_key_id,
-    }.items():
-        monkeypatch.setenv("CAMPUS_WECHAT_" + name, value)
-    monkeypatch.setenv("CAMPUS_WECHAT_GATEWAY_URL", gateway_url)
-    monkeypatch.setenv(
-        "CAMPUS_WECHAT_OAUTH_AUTHORIZE_URL", gateway_url + "/connect/oauth2/authorize"
+    settings = Settings(
+        instance_path=sandbox_instance, base_url=served_sandbox.server.url
     )
-    monkeypatch.setenv("CAMPUS_WECHAT_OAUTH_API_URL", gateway_url)
 
     def make(mode: str = "public_key", **changes: Any) -> WechatChannel:
         served_sandbox.sandbox.gateways["wechat"].configure(  # type: ignore[attr-defined]
             platform_mode=mode
         )
-        monkeypatch.setenv("CAMPUS_WECHAT_PLATFORM_MODE", mode)
-        channel = WechatChannel.from_app(app, now=served_sandbox.clock.now)
-        if changes:
-            channel = WechatChannel(
-                dataclasses.replace(channel.config, **changes),
-                now=served_sandbox.clock.now,
-            )
-        return channel
+        config = WechatConfig.from_settings(
+            settings, {"CAMPUS_WECHAT_PLATFORM_MODE": mode}
+        )
+        return WechatChannel(
+            dataclasses.replace(config, **changes), now=served_sandbox.clock.now
+        )
 
-    return make
+    yield make
+    # The duplicate check reads through the thread's scoped session.
+    db.session.remove()

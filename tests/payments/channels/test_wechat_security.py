@@ -286,3 +286,30 @@ def test_the_embedded_default_reads_the_sandbox_keys_and_address(
     assert config.merchant_serial == keys.merchant_serial
     assert config.public_key_id == keys.public_key_id
     assert "apiv3_key" not in repr(config) and keys.apiv3_key not in repr(config)
+
+
+def test_from_app_takes_the_app_settings_and_the_environment(
+    app, monkeypatch: pytest.MonkeyPatch, served_sandbox: ServedSandbox
+) -> None:
+    # As a live deployment is configured: every value from CAMPUS_WECHAT_*.
+    keys = served_sandbox.sandbox.gateways["wechat"].keys  # type: ignore[attr-defined]
+    for name, value in {
+        "MCHID": keys.mchid,
+        "APPID": keys.appid,
+        "APP_SECRET": keys.app_secret,
+        "MERCHANT_SERIAL": keys.merchant_serial,
+        "PRIVATE_KEY_FILE": str(keys.folder / "apiclient_key.pem"),
+        "APIV3_KEY_FILE": str(keys.folder / "apiv3_key.txt"),
+        "PUBLIC_KEY_FILE": str(keys.folder / "pub_key.pem"),
+        "PUBLIC_KEY_ID": keys.public_key_id,
+        "GATEWAY_URL": served_sandbox.gateway_url("wechat") + "/",
+        "TIMEOUT": "3",
+    }.items():
+        monkeypatch.setenv("CAMPUS_WECHAT_" + name, value)
+    wechat = WechatChannel.from_app(app, now=served_sandbox.clock.now)
+    assert wechat.config.gateway_url == served_sandbox.gateway_url("wechat")
+    assert wechat.config.timeout_seconds == 3.0
+    order = OrderRequest(
+        "A" + uuid.uuid4().hex[:20], 100, "配置 config", "http://127.0.0.1:9/n"
+    )
+    assert wechat.create_order(order, PayerContext(PayerKind.NATIVE)).qr_content
