@@ -25,6 +25,7 @@ can be shown to validate after its signer has expired.
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime as dt
 import errno
@@ -41,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from asn1crypto import crl as asn1_crl
 from asn1crypto import keys as asn1_keys
@@ -66,7 +68,9 @@ logger = logging.getLogger(__name__)
 FORMAT = 1
 SIGNERS = ("rsa", "ecdsa", "revoked")
 ORGANISATION = "Campus Card development PKI"
-# RFC 9336; pyHanko and Adobe accept any EKU, this one says what the key is for.
+# RFC 9336: says what the key is for. Signer certificates also carry
+# emailProtection, because NSS (and so poppler, Evince and Okular) validates a
+# PDF signer as an e-mail signer and refuses certificates without it.
 DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 # Answers are valid this long: a signing process may reuse them meanwhile.
 OCSP_VALIDITY = dt.timedelta(hours=1)
@@ -376,7 +380,12 @@ def _build(path: Path) -> None:
             [
                 (x509.BasicConstraints(ca=False, path_length=None), True),
                 (_key_usage(digital_signature=True, content_commitment=True), True),
-                (x509.ExtendedKeyUsage([DOCUMENT_SIGNING]), False),
+                (
+                    x509.ExtendedKeyUsage(
+                        [DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]
+                    ),
+                    False,
+                ),
                 (_crl_distribution(f"{base}/crl/ca.crl"), False),
                 (
                     x509.AuthorityInformationAccess(
@@ -589,9 +598,19 @@ class TrustServices:
                 lambda name=name: self.ca_certificates[name],  # type: ignore[misc]
                 "application/pkix-cert",
             )
-        route = routes.get((request.method, request.path))
+        path = request.path
+        if request.method == "GET" and path.startswith("/ocsp/"):
+            # RFC 6960 A.1: small requests may come as GET, base64 in the path;
+            # NSS (poppler, Evince, Okular) asks this way first.
+            encoded = unquote(path.removeprefix("/ocsp/"))
+            path = "/ocsp"
+            routes[("GET", path)] = (
+                lambda: self.ocsp(base64.b64decode(encoded)),
+                "application/ocsp-response",
+            )
+        route = routes.get((request.method, path))
         with self._count_lock:
-            self.requests[request.path] += 1
+            self.requests[path] += 1
         if route is None:
             response = Response("not found\n", status=404)
         else:
@@ -599,7 +618,7 @@ class TrustServices:
             try:
                 response = Response(answer(), mimetype=mimetype)
             except ValueError as error:
-                # asn1crypto raises ValueError on malformed DER.
+                # asn1crypto (and base64) raise ValueError on malformed input.
                 logger.info(
                     "dev_trust_service_bad_request",
                     extra={"path": request.path, "error": str(error)},

@@ -3,8 +3,10 @@ its TSA, OCSP responder and CRLs answering on the port kept with it."""
 
 from __future__ import annotations
 
+import base64
 import socket
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -85,7 +87,7 @@ def test_tsa_answers_rfc3161(pki: DevelopmentPKI) -> None:
     assert info.parsed["nonce"].native == 42
 
 
-def _ocsp_status(pki: DevelopmentPKI, signer: str) -> str:
+def _ocsp_status(pki: DevelopmentPKI, signer: str, method: str = "POST") -> str:
     issuer = asn1_certificate(pki.certificate("ca"))
     subject = asn1_certificate(pki.certificate(f"signer-{signer}"))
     request = ocsp.OCSPRequest(
@@ -104,20 +106,25 @@ def _ocsp_status(pki: DevelopmentPKI, signer: str) -> str:
             }
         }
     )
-    answer = requests.post(
-        f"{pki.base_url}/ocsp",
-        data=request.dump(),
-        headers={"Content-Type": "application/ocsp-request"},
-        timeout=5,
-    )
+    if method == "GET":
+        encoded = quote(base64.b64encode(request.dump()).decode(), safe="")
+        answer = requests.get(f"{pki.base_url}/ocsp/{encoded}", timeout=5)
+    else:
+        answer = requests.post(
+            f"{pki.base_url}/ocsp",
+            data=request.dump(),
+            headers={"Content-Type": "application/ocsp-request"},
+            timeout=5,
+        )
     response = ocsp.OCSPResponse.load(answer.content)
     single = response.basic_ocsp_response["tbs_response_data"]["responses"][0]
     return str(single["cert_status"].name)
 
 
-def test_ocsp_says_good_and_revoked(pki: DevelopmentPKI) -> None:
-    assert _ocsp_status(pki, "rsa") == "good"
-    assert _ocsp_status(pki, "revoked") == "revoked"
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_ocsp_says_good_and_revoked(pki: DevelopmentPKI, method: str) -> None:
+    assert _ocsp_status(pki, "rsa", method) == "good"
+    assert _ocsp_status(pki, "revoked", method) == "revoked"
 
 
 def test_ca_crl_lists_the_revoked_signer(pki: DevelopmentPKI) -> None:
