@@ -9,6 +9,7 @@ import campus.auth
 import campus.people
 import payments.models
 import reconciliation.models  # noqa: F401 - registers the tables
+import reconciliation.settlement  # noqa: F401 - registers the tables
 import transcripts.models  # noqa: F401 - registers the tables
 from campus.database import Base
 

@@ -26,7 +26,8 @@ import logging
 from flask import current_app
 from flask_babel import lazy_gettext
 
-from campus.database import db, utcnow
+from campus import clock
+from campus.database import db
 from campus.errors import CampusError, ServiceUnavailable
 from payments.channel_log import recorded_call, scrub
 from payments.channels import channel_for
@@ -67,8 +68,7 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def _now() -> dt.datetime:
-    sandbox = current_app.extensions.get("campus.sandbox")
-    return sandbox.clock.now() if sandbox is not None else utcnow()
+    return clock.now()
 
 
 def limits() -> TopUpLimits:

@@ -56,15 +56,47 @@ def run_command(day: dt.datetime, channel: str | None) -> None:
         sys.exit(1)
 
 
+def _settle(day: dt.date) -> None:
+    from campus.database import db
+    from reconciliation.run import day_bounds
+    from reconciliation.settlement import settle_merchants
+
+    settings = current_app.extensions["campus.settings"]
+    start, end = day_bounds(day, settings.zone)
+    with db.transaction() as session:
+        statements = settle_merchants(session, day, start, end)
+        for statement in statements:
+            click.echo(
+                f"{statement.merchant} {day}: gross {statement.gross_fen}, refunds "
+                f"{statement.refunds_fen}, fees {statement.fees_fen}, net "
+                f"{statement.net_fen} fen"
+            )
+
+
+@reconcile_cli.command("settle")
+@click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]))
+def settle_command(day: dt.datetime) -> None:
+    """Write every merchant's statement for a day and pay it out (once)."""
+    _settle(day.date())
+
+
 def nightly() -> bool:
+    """Reconcile yesterday for every channel, then settle the merchants when every
+    channel finished."""
     settings = current_app.extensions["campus.settings"]
     today = dt.datetime.now(settings.zone).date()
-    return all(_run(day, CHANNELS) for day in days_to_run(today))
+    ok = True
+    for day in days_to_run(today):
+        if _run(day, CHANNELS):
+            _settle(day)
+        else:
+            ok = False
+    return ok
 
 
 @reconcile_cli.command("nightly")
 def nightly_command() -> None:
-    """Reconcile yesterday (Asia/Shanghai) for every channel."""
+    """Reconcile yesterday (Asia/Shanghai) for every channel, then settle."""
     if not nightly():
         sys.exit(1)
 

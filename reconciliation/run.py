@@ -31,16 +31,23 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from campus import clock
 from campus.database import db, utcnow
-from payments import orders
+from payments import ledger, orders
 from payments.channel_log import recorded_call
 from payments.channels import channel_for
-from payments.channels.base import Bill, ChannelError, PaymentResult, TradeState
+from payments.channels.base import (
+    Bill,
+    ChannelError,
+    ChannelRejected,
+    PaymentResult,
+    TradeState,
+)
 from payments.channels.wechat.channel import DamagedBill
 from payments.orders import OrderRecord, RefundRecord, SettleOutcome
 from reconciliation.bills.alipay import MalformedBill, parse_alipay_bill
 from reconciliation.bills.wechat import BillFormatError, parse_trade_bill
-from reconciliation.lines import BillLine, alipay_lines, wechat_lines
+from reconciliation.lines import BillLine, LineKind, alipay_lines, wechat_lines
 from reconciliation.matching import (
     Finding,
     FindingKind,
@@ -54,12 +61,17 @@ from reconciliation.models import (
     ReconciliationRun,
     RunState,
 )
+from reconciliation.settlement import record_fees
 
 logger = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(minutes=30)
 HOLD_DAYS = 3
 FEE_RATES = {"wechat": 60, "alipay": 60}
+BILL_READY_AFTER = dt.timedelta(hours=10)
+"""WeChat Pay's bill of a day is ready from 10:00 the next morning."""
+NO_BILL_CODES = {"NO_STATEMENT_EXIST", "isp.bill_not_exist"}
+"""What the channels answer for a day without any trade."""
 """Contract fee rates in hundredths of a percent (60 is 0.6 %)."""
 
 
@@ -126,29 +138,29 @@ def reconcile_day(
     time zone) against our orders. Returns the finished run; raises for a run that
     could not finish (and records why)."""
     settings = current_app.extensions["campus.settings"]
-    now = now or utcnow()
+    now = now or clock.now()
     run = _claim(channel, day, now)
     if run.state is RunState.FINISHED:
         logger.info(
             "reconciliation_already_done", extra={"channel": channel, "day": str(day)}
         )
         return run
+    start, end = day_bounds(day, settings.zone)
     try:
-        bill = _download(channel, day)
-        path = _keep(bill, Path(current_app.instance_path))
-        lines = _parse(bill, channel, day)
+        bill = _download(channel, day, ready=now >= end + BILL_READY_AFTER)
+        path = _keep(bill, Path(current_app.instance_path)) if bill else None
+        lines = _parse(bill, channel, day) if bill else []
     except ReconciliationError as error:
         _fail(run.id, str(error))
         raise
-    start, end = day_bounds(day, settings.zone)
     counts = _match_and_record(channel, day, lines, start, end, hold_days, progress)
     with db.transaction() as session:
         run = session.get_one(ReconciliationRun, run.id)
         run.state = RunState.FINISHED
         run.finished_at = utcnow()
         run.locked_until = None
-        run.bill_sha256 = bill.sha256
-        run.bill_path = str(path)
+        run.bill_sha256 = bill.sha256 if bill else None
+        run.bill_path = str(path) if path else None
         run.lines = len(lines)
         run.counts = json.dumps(counts, ensure_ascii=False, sort_keys=True)
         run.error = None
@@ -219,7 +231,10 @@ def _fail(run_id: int, error: str) -> None:
     logger.warning("reconciliation_failed", extra={"run": run_id, "error": error})
 
 
-def _download(channel: str, day: dt.date) -> Bill:
+def _download(channel: str, day: dt.date, *, ready: bool) -> Bill | None:
+    """The day's bill, or None when the channel says there is none because
+    nothing was traded (after the hour its bills are ready: before it, the same
+    answer only means "not yet")."""
     try:
         with recorded_call(channel, "download_bill", None, {"day": str(day)}) as call:
             bill = channel_for(channel).download_bill(day)
@@ -234,6 +249,13 @@ def _download(channel: str, day: dt.date) -> Bill:
             channel=channel,
             day=day,
         ) from error
+    except ChannelRejected as error:
+        if ready and error.error_code in NO_BILL_CODES:
+            logger.info(
+                "reconciliation_no_bill", extra={"channel": channel, "day": str(day)}
+            )
+            return None
+        raise BillUnavailable(str(error), channel=channel, day=day) from error
     except ChannelError as error:
         raise BillUnavailable(str(error), channel=channel, day=day) from error
     return bill
@@ -340,7 +362,46 @@ def _match_and_record(
             progress(min(batch, len(findings) - offset))
     with db.transaction() as session:
         counts["released"] = _release_expired_holds(session, channel, day)
+        counts["fees_fen"] = _book_fees(session, channel, day, lines, findings)
     return dict(counts)
+
+
+def _book_fees(
+    session: Session,
+    channel: str,
+    day: dt.date,
+    lines: list[BillLine],
+    findings: list[Finding],
+) -> int:
+    """Book the day's fees as the bill states them (the channel kept them out of
+    what it pays us), and remember each merchant payment's fee for settlement."""
+    total = sum(line.fee_fen for line in lines)
+    if total > 0:
+        ledger.transfer(
+            session,
+            kind=ledger.EntryKind.FEE,
+            idempotency_ref=f"fees:{channel}:{day.isoformat()}",
+            source=ledger.fees_account(session, channel),
+            destination=ledger.clearing_account(session, channel),
+            amount_fen=total,
+            memo=f"{channel} fees of {day.isoformat()}",
+            created_by="reconciliation",
+        )
+    record_fees(
+        session,
+        channel,
+        day,
+        [
+            (finding.key, finding.ours.merchant, finding.line.fee_fen)
+            for finding in findings
+            if finding.kind is FindingKind.MATCHED
+            and isinstance(finding.ours, OrderRecord)
+            and finding.ours.merchant
+            and finding.line is not None
+            and finding.line.kind is LineKind.PAYMENT
+        ],
+    )
+    return total
 
 
 def _record(

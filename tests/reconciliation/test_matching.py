@@ -17,17 +17,37 @@ from reconciliation.matching import (
 AT = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
 
 
-def _line(number, amount=1000, state=ChannelState.PAID, kind=LineKind.PAYMENT,
-          refund="", fee=6):
-    return BillLine(kind=kind, state=state, out_trade_no=number,
-                    transaction_id=f"42{number}", amount_fen=amount, fee_fen=fee,
-                    traded_at=AT, out_refund_no=refund)
+def _line(
+    number,
+    amount=1000,
+    state=ChannelState.PAID,
+    kind=LineKind.PAYMENT,
+    refund="",
+    fee=6,
+):
+    return BillLine(
+        kind=kind,
+        state=state,
+        out_trade_no=number,
+        transaction_id=f"42{number}",
+        amount_fen=amount,
+        fee_fen=fee,
+        traded_at=AT,
+        out_refund_no=refund,
+    )
 
 
 def _order(number, state="paid", amount=1000):
-    return OrderRecord(kind="pos_payment", out_trade_no=number, channel="wechat",
-                       state=state, amount_fen=amount, transaction_id=f"42{number}",
-                       paid_at=AT, merchant="C1W01")
+    return OrderRecord(
+        kind="pos_payment",
+        out_trade_no=number,
+        channel="wechat",
+        state=state,
+        amount_fen=amount,
+        transaction_id=f"42{number}",
+        paid_at=AT,
+        merchant="C1W01",
+    )
 
 
 def _kinds(findings):
@@ -35,10 +55,15 @@ def _kinds(findings):
 
 
 def test_both_ways_every_payment_kind():
-    lines = [_line("A"), _line("B"), _line("C", amount=1200), _line("D"),
-             _line("E", state=ChannelState.REVERSED), _line("F")]
-    ours = {"A": _order("A"), "C": _order("C"), "E": _order("E"),
-            "G": _order("G")}
+    lines = [
+        _line("A"),
+        _line("B"),
+        _line("C", amount=1200),
+        _line("D"),
+        _line("E", state=ChannelState.REVERSED),
+        _line("F"),
+    ]
+    ours = {"A": _order("A"), "C": _order("C"), "E": _order("E"), "G": _order("G")}
     elsewhere = {"D": _order("D", state="unpaid"), "F": _order("F", state="closed")}
 
     findings = _kinds(match_payments(lines, ours, elsewhere.get))
@@ -64,22 +89,48 @@ def test_a_reversed_code_payment_we_also_count_as_reversed_matches():
 
 def test_refunds_are_matched_on_their_own_numbers():
     lines = [
-        _line("P", amount=300, kind=LineKind.REFUND, state=ChannelState.REFUNDED,
-              refund="R1", fee=-2),
-        _line("P", amount=200, kind=LineKind.REFUND, state=ChannelState.REFUNDED,
-              refund="R2", fee=-1),
-        _line("P", amount=100, kind=LineKind.REFUND, state=ChannelState.REFUNDED,
-              refund="R3", fee=0),
+        _line(
+            "P",
+            amount=300,
+            kind=LineKind.REFUND,
+            state=ChannelState.REFUNDED,
+            refund="R1",
+            fee=-2,
+        ),
+        _line(
+            "P",
+            amount=200,
+            kind=LineKind.REFUND,
+            state=ChannelState.REFUNDED,
+            refund="R2",
+            fee=-1,
+        ),
+        _line(
+            "P",
+            amount=100,
+            kind=LineKind.REFUND,
+            state=ChannelState.REFUNDED,
+            refund="R3",
+            fee=0,
+        ),
     ]
 
     def refund(number, amount, state="succeeded"):
-        return RefundRecord(kind="pos_refund", out_refund_no=number, out_trade_no="P",
-                            channel="wechat", state=state, amount_fen=amount,
-                            refund_id=None, refunded_at=AT)
+        return RefundRecord(
+            kind="pos_refund",
+            out_refund_no=number,
+            out_trade_no="P",
+            channel="wechat",
+            state=state,
+            amount_fen=amount,
+            refund_id=None,
+            refunded_at=AT,
+        )
 
     ours = {"R1": refund("R1", 300), "R2": refund("R2", 250), "R4": refund("R4", 50)}
-    findings = _kinds(match_refunds(lines, ours, {"R3": refund("R3", 100,
-                                                               "processing")}.get))
+    findings = _kinds(
+        match_refunds(lines, ours, {"R3": refund("R3", 100, "processing")}.get)
+    )
 
     assert findings == {
         "R1": (FindingKind.MATCHED, False),
@@ -90,8 +141,10 @@ def test_refunds_are_matched_on_their_own_numbers():
 
 
 def test_fees_at_the_contract_rate_pass_and_others_are_found():
-    fair = [_line(str(n), amount=1000 + n, fee=expected_fee_fen(1000 + n, 60))
-            for n in range(50)]
+    fair = [
+        _line(str(n), amount=1000 + n, fee=expected_fee_fen(1000 + n, 60))
+        for n in range(50)
+    ]
     greedy = [*fair[:-1], _line("X", amount=1049, fee=9)]
 
     assert check_fees(fair, 60) is None

@@ -1,0 +1,114 @@
+"""Merchant statements read from the ledger; the payout is posted once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import select
+
+from payments import ledger
+from payments.ledger import EntryKind
+from payments.wallet import credit_wallet, pay_from_wallet
+from reconciliation.settlement import (
+    ChannelFee,
+    MerchantStatement,
+    compute_statements,
+    settle_merchants,
+)
+
+DAY = dt.date.today()
+
+
+def _bounds():
+    start = dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)
+
+
+def test_a_day_of_takings_refunds_and_fees_settles_to_the_ledger(
+    session, make_card, merchant
+):
+    card = make_card(balance_fen=10_000)
+    clearing = ledger.clearing_account(session, "wechat")
+    for index, amount in enumerate([1200, 800, 2500]):
+        pay_from_wallet(
+            session, card.number, merchant, amount, idempotency_ref=f"campus:{index}"
+        )
+    ledger.transfer(
+        session,
+        kind=EntryKind.PAYMENT,
+        idempotency_ref="wx:1",
+        source=clearing,
+        destination=merchant.payable,
+        amount_fen=3000,
+        order_ref="P-wx-1",
+    )
+    credit_wallet(
+        session,
+        card.number,
+        merchant.payable,
+        500,
+        kind=EntryKind.REFUND,
+        idempotency_ref="refund:1",
+    )
+    session.add(
+        ChannelFee(
+            channel="wechat",
+            day=DAY,
+            out_trade_no="P-wx-1",
+            merchant=merchant.code,
+            fee_fen=18,
+        )
+    )
+    session.commit()
+    start, end = _bounds()
+
+    (statement,) = compute_statements(session, DAY, start, end)
+    written = settle_merchants(session, DAY, start, end)
+    session.commit()
+    again = settle_merchants(session, DAY, start, end)
+    session.commit()
+
+    assert statement.gross_by_channel == {"campus": 4500, "wechat": 3000}
+    assert (statement.refunds_fen, statement.fees_fen) == (500, 18)
+    assert statement.net_fen == 7500 - 500 - 18
+    assert [row.id for row in again] == [row.id for row in written]
+    row = session.scalars(select(MerchantStatement)).one()
+    assert json.loads(row.gross_by_channel) == {"campus": 4500, "wechat": 3000}
+    session.refresh(merchant.payable)
+    session.refresh(merchant.settled)
+    assert merchant.payable.balance_fen == 0
+    assert merchant.settled.balance_fen == 6982
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_day_of_more_refunds_than_takings_pays_nothing_out(
+    session, make_card, merchant
+):
+    card = make_card(balance_fen=5000)
+    pay_from_wallet(session, card.number, merchant, 1000, idempotency_ref="old")
+    session.commit()
+    start, end = _bounds()
+    # Yesterday's takings sit in the payable; today only a refund happens.
+    session.execute(
+        ledger.JournalEntry.__table__.update().values(
+            created_at=start - dt.timedelta(hours=1)
+        )
+    )
+    credit_wallet(
+        session,
+        card.number,
+        merchant.payable,
+        300,
+        kind=EntryKind.REFUND,
+        idempotency_ref="refund:today",
+    )
+    session.commit()
+
+    (row,) = settle_merchants(session, DAY, start, end)
+    session.commit()
+
+    assert (row.gross_fen, row.refunds_fen, row.net_fen) == (0, 300, -300)
+    assert row.entry_id is None
+    session.refresh(merchant.payable)
+    assert merchant.payable.balance_fen == 700
