@@ -32,6 +32,7 @@ from payments.channel_log import record_notification
 from payments.channels import channel_for
 from payments.channels.base import (
     Channel,
+    ChannelError,
     DuplicateNotification,
     Notification,
     NotificationKind,
@@ -154,6 +155,15 @@ def _receive(channel_name: str) -> Response:
             reason=f"{type(refused).__name__}: {refused}",
             out_trade_no=refused.out_trade_no,
         )
+        return _answer(channel, accepted=False)
+    except ChannelError as unknown:
+        # We could not verify it now (e.g. platform certificates unreachable):
+        # ask the channel to send it again later.
+        logger.warning(
+            "notification_unverifiable",
+            extra={"channel": channel_name, "error": type(unknown).__name__},
+        )
+        record_notification(channel_name, headers, body, "error", reason=str(unknown))
         return _answer(channel, accepted=False)
     except SQLAlchemyError:
         # Our failure, not the channel's: refuse so that it tries again later.

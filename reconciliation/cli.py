@@ -32,8 +32,15 @@ def _run(day: dt.date, channels: tuple[str, ...]) -> bool:
     for channel in channels:
         try:
             if sys.stderr.isatty():
-                with click.progressbar(length=1, label=f"{channel} {day}") as bar:
-                    run = reconcile_day(channel, day, progress=bar.update)
+                with click.progressbar(
+                    length=1, label=f"{channel} {day}", file=sys.stderr
+                ) as bar:
+
+                    def advance(done: int, total: int) -> None:
+                        bar.length = max(total, 1)
+                        bar.update(done - bar.pos)
+
+                    run = reconcile_day(channel, day, progress=advance)
             else:
                 run = reconcile_day(channel, day)
         except ReconciliationError as error:

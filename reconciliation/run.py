@@ -131,12 +131,14 @@ def reconcile_day(
     day: dt.date,
     *,
     hold_days: int = HOLD_DAYS,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    batch: int = 1000,
     now: dt.datetime | None = None,
 ) -> RunReport:
     """Reconcile ``channel``'s bill for ``day`` (a business day in the settings'
     time zone) against our orders. Returns the finished run; raises for a run that
-    could not finish (and records why)."""
+    could not finish (and records why). ``progress(done, total)`` is called after
+    each committed batch of ``batch`` findings."""
     settings = current_app.extensions["campus.settings"]
     now = now or clock.now()
     run = _claim(channel, day, now)
@@ -153,7 +155,9 @@ def reconcile_day(
     except ReconciliationError as error:
         _fail(run.id, str(error))
         raise
-    counts = _match_and_record(channel, day, lines, start, end, hold_days, progress)
+    counts = _match_and_record(
+        channel, day, lines, start, end, hold_days, progress, batch
+    )
     with db.transaction() as session:
         run = session.get_one(ReconciliationRun, run.id)
         run.state = RunState.FINISHED
@@ -336,7 +340,8 @@ def _match_and_record(
     start: dt.datetime,
     end: dt.datetime,
     hold_days: int,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int, int], None] | None,
+    batch: int,
 ) -> dict[str, int]:
     session = db.session()
     paid, refunded = _ours(session, channel, start, end)
@@ -350,7 +355,6 @@ def _match_and_record(
     session.rollback()
 
     counts: Counter[str] = Counter()
-    batch = 1000
     for offset in range(0, len(findings), batch):
         with db.transaction() as session:
             for finding in findings[offset : offset + batch]:
@@ -359,7 +363,7 @@ def _match_and_record(
                 if outcome:
                     counts[outcome] += 1
         if progress is not None:
-            progress(min(batch, len(findings) - offset))
+            progress(min(offset + batch, len(findings)), len(findings))
     with db.transaction() as session:
         counts["released"] = _release_expired_holds(session, channel, day)
         counts["fees_fen"] = _book_fees(session, channel, day, lines, findings)

@@ -232,3 +232,32 @@ def test_the_command_line_reconciles_a_day_and_reports_each_channel(
     assert "matched 1" in result.output
     # No Alipay trade that day: an empty bill, nothing to match.
     assert f"alipay {trading_day}: finished, 0 lines;" in result.output
+
+
+def test_a_run_killed_half_way_is_finished_by_the_next_one(
+    live_app, shopper, session, trading_day
+):
+    live_app.sandbox.faults.set("wechat", "notification", "drop")
+    numbers = [_pay(live_app, shopper, amount="10") for _ in range(4)]
+    _after_bills_are_ready(live_app, trading_day)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_batch(done, total):
+        raise Killed(f"{done} of {total}")
+
+    with pytest.raises(Killed):
+        _reconcile(live_app, trading_day, batch=2, progress=kill_after_first_batch)
+    half = _discrepancies(session, trading_day)
+    live_app.sandbox.clock.advance(3600)  # the dead run's lease runs out
+    finished = _reconcile(live_app, trading_day, batch=2)
+
+    assert len(half) == 2  # the first batch was committed, the rest not
+    assert finished.state is RunState.FINISHED and finished.attempts == 2
+    assert _discrepancies(session, trading_day) == {
+        number: ("channel_only", "repaired") for number in numbers
+    }
+    session.rollback()
+    assert shopper.card.wallet.balance_fen == 1000 + 4 * 1000
+    assert ledger.check_ledger(session) == []
