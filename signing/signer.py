@@ -273,6 +273,12 @@ class DocumentSigner:
                 writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
                 if writer.prev.encrypted:
                     raise DocumentUnreadable("the document is encrypted")
+                if writer.prev.embedded_signatures:
+                    # A certification must be the first signature, and ours
+                    # allows nothing after it.
+                    raise DocumentUnreadable(
+                        "the document is already signed; sign the unsigned original"
+                    )
                 pdf_signer = self._pdf_signer(key, level, seal, reason, location)
                 reserved = self._reserved.get((str(key.reference), level))
                 with key.using():

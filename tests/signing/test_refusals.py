@@ -195,3 +195,38 @@ def test_too_many_signatures_are_not_validated(
 
     assert not report.ok
     assert "limit of 1" in report.parses.detail
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"GIF89a not a pdf", "not a readable PDF"),
+        (b"%PDF-1.7\n%%EOF\n", "not a readable PDF"),
+    ],
+    ids=["garbage", "empty pdf"],
+)
+def test_signing_garbage_is_a_clear_error(
+    service: SigningService, content: bytes, reason: str
+) -> None:
+    from signing.errors import DocumentUnreadable
+
+    with pytest.raises(DocumentUnreadable, match=reason):
+        service.sign(content)
+
+
+def test_signing_a_signed_document_is_refused(
+    service: SigningService, signed: Callable[[Level], bytes]
+) -> None:
+    from signing.errors import DocumentUnreadable
+
+    with pytest.raises(DocumentUnreadable, match="already signed"):
+        service.sign(signed(Level.B_B))
+
+
+def test_signing_an_oversized_document_is_refused(
+    service_for: Callable[..., SigningService], document: bytes
+) -> None:
+    from signing.errors import DocumentUnreadable
+
+    with pytest.raises(DocumentUnreadable, match="CAMPUS_SIGNING_MAX_DOCUMENT_BYTES"):
+        service_for("development:rsa", max_document_bytes=100).sign(document)
