@@ -14,3 +14,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(notifications.bp)
     app.register_blueprint(top_up_pages.bp)
     cli.init_app(app)
+
+    import payments.pos
+
+    payments.pos.init_app(app)

@@ -1,0 +1,325 @@
+"""The POS JSON API: signed terminal endpoints and operators' refund endpoints.
+
+Terminal endpoints (``/api/terminal/…``) need the request signature described in
+``payments.pos.terminal_auth`` and in the OpenAPI description's security scheme
+``terminalSignature``; it is checked before the body is even parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from apiflask import APIBlueprint, Schema, fields
+from apiflask.validators import Length, OneOf, Range
+from flask import request
+from flask_babel import lazy_gettext
+
+from campus.auth import Role, current_operator, requires_role
+from campus.database import db
+from campus.errors import InvalidInput
+from payments import purse
+from payments.merchants import find_merchant
+from payments.pos import refunds, service
+from payments.pos.config import pos_config
+from payments.pos.models import PaymentState, PosPayment, RefundDestination
+from payments.pos.terminal_auth import current_terminal
+
+SIGNED = "terminalSignature"
+SECURITY_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-Signature",
+    "description": (
+        "终端签名。Every terminal request carries X-Terminal-Key (key id), "
+        "X-Timestamp (Unix seconds, within 300 s of the server's clock), X-Nonce "
+        "(16–64 of [A-Za-z0-9_-], never reused; remembered in the database) and "
+        "X-Signature = base64(HMAC-SHA256(secret, METHOD \\n PATH[?QUERY] \\n "
+        "TIMESTAMP \\n NONCE \\n hex(SHA-256(body)))). Stale timestamps, reused "
+        "nonces and disabled terminals are refused with 401/403. See docs/pos.md."
+    ),
+}
+
+bp = APIBlueprint("pos_api", __name__, tag="POS terminal")
+operator_bp = APIBlueprint("pos_operator_api", __name__, tag="POS refunds")
+
+
+@bp.before_request
+def _signed() -> None:
+    current_terminal()
+
+
+class PaymentIn(Schema):
+    order_no = fields.String(
+        required=True,
+        validate=Length(1, 64),
+        metadata={
+            "description": "the terminal's own order number, unique per terminal"
+        },
+    )
+    amount_fen = fields.Integer(required=True, validate=Range(min=1))
+    code = fields.String(
+        load_default=None,
+        validate=Length(1, 64),
+        metadata={"description": "the scanned payment code (WeChat, Alipay, campus)"},
+    )
+    card_number = fields.String(
+        load_default=None, metadata={"description": "a campus card tapped instead"}
+    )
+    pin = fields.String(load_default=None, metadata={"description": "card PIN"})
+    description = fields.String(
+        load_default=service.DESCRIPTION, validate=Length(1, 64)
+    )
+
+
+class PaymentOut(Schema):
+    out_trade_no = fields.String()
+    order_no = fields.String(allow_none=True)
+    state = fields.String(metadata={"enum": [state.value for state in PaymentState]})
+    channel = fields.String(allow_none=True)
+    source = fields.String()
+    amount_fen = fields.Integer()
+    refunded_fen = fields.Integer()
+    code = fields.String(allow_none=True, metadata={"description": "masked"})
+    transaction_id = fields.String(allow_none=True)
+    failure_code = fields.String(allow_none=True)
+    failure_message = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    paid_at = fields.DateTime(allow_none=True)
+    checkout_url = fields.String(allow_none=True)
+
+
+def _body_hash() -> str:
+    return hashlib.sha256(request.get_data(cache=True)).hexdigest()
+
+
+def _answer(payment: PosPayment) -> tuple[dict[str, Any], int]:
+    body = service.payment_out(payment)
+    if payment.qr_token:
+        body["checkout_url"] = qr_url(payment.qr_token)
+    return body, 202 if payment.state in {
+        PaymentState.PAYING,
+        PaymentState.AWAITING,
+    } else 200
+
+
+def qr_url(token: str) -> str:
+    from flask import url_for
+
+    return url_for("pos_pages.qr_checkout", token=token, _external=True)
+
+
+@bp.post("/api/terminal/payments")
+@bp.input(PaymentIn, arg_name="body")
+@bp.output(PaymentOut)
+@bp.doc(
+    summary="Take a payment (code or card tap)",
+    description="Answers 200 with `succeeded` or `failed` (with the channel's "
+    "reason), or 202 `paying` when the outcome is still unknown after the "
+    "deadline's reverse could not finish; ask again with the query endpoint. "
+    "The same order number or `Idempotency-Key` returns the first payment; with a "
+    "different body it is refused (422 `idempotency_mismatch`).",
+    security=SIGNED,
+    responses=[400, 401, 403, 422],
+)
+def pay(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    terminal = current_terminal()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 64:
+        raise InvalidInput(lazy_gettext("Idempotency-Key is 1 to 64 characters."))
+    payment = service.pay(
+        terminal,
+        service.PayRequest(
+            order_no=body["order_no"],
+            amount_fen=body["amount_fen"],
+            body_hash=_body_hash(),
+            code=body["code"],
+            card_number=body["card_number"],
+            pin=body["pin"],
+            idempotency_key=key,
+            description=body["description"],
+        ),
+    )
+    return _answer(payment)
+
+
+@bp.get("/api/terminal/payments/<order_no>")
+@bp.output(PaymentOut)
+@bp.doc(summary="Query a payment by the terminal's order number", security=SIGNED)
+def query(order_no: str) -> tuple[dict[str, Any], int]:
+    terminal = current_terminal()
+    payment = service.terminal_payment(db.session(), terminal.id, order_no)
+    return _answer(service.refresh(payment.out_trade_no))
+
+
+class QrOrderIn(Schema):
+    order_no = fields.String(required=True, validate=Length(1, 64))
+    amount_fen = fields.Integer(required=True, validate=Range(min=1))
+
+
+@bp.post("/api/terminal/qr-orders")
+@bp.input(QrOrderIn, arg_name="body")
+@bp.output(PaymentOut)
+@bp.doc(
+    summary="Open a dynamic aggregated-QR order",
+    description="Show `checkout_url` as a QR code; any app (WeChat, Alipay, a "
+    "browser with campus sign-in) pays it. Learn the result through the query "
+    "endpoint.",
+    security=SIGNED,
+)
+def open_qr(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    terminal = current_terminal()
+    payment = service.open_qr_order(
+        terminal.merchant,
+        body["amount_fen"],
+        terminal=terminal,
+        order_no=body["order_no"],
+        body_hash=_body_hash(),
+    )
+    return _answer(payment)
+
+
+class LoadOut(Schema):
+    id = fields.Integer()
+    amount_fen = fields.Integer()
+    loaded_fen = fields.Integer()
+    remaining_fen = fields.Integer()
+    state = fields.String()
+
+
+class PendingLoadOut(LoadOut):
+    pass
+
+
+class LoadsOut(Schema):
+    card = fields.String()
+    loads = fields.List(fields.Nested(PendingLoadOut))
+
+
+def _load_out(load: purse.PurseLoad) -> dict[str, Any]:
+    return {
+        "id": load.id,
+        "amount_fen": load.amount_fen,
+        "loaded_fen": load.loaded_fen,
+        "remaining_fen": load.remaining_fen,
+        "state": load.state.value,
+    }
+
+
+@bp.get("/api/terminal/cards/<number>/pending-loads")
+@bp.output(LoadsOut)
+@bp.doc(summary="A card's loads waiting to be written to its chip", security=SIGNED)
+def pending_loads(number: str) -> dict[str, Any]:
+    loads = purse.pending_loads(db.session(), number)
+    return {"card": number, "loads": [_load_out(load) for load in loads]}
+
+
+class ConfirmIn(Schema):
+    amount_fen = fields.Integer(required=True, validate=Range(min=1))
+    confirmation_id = fields.String(required=True, validate=Length(1, 64))
+
+
+@bp.post("/api/terminal/cards/<number>/pending-loads/<int:load_id>/confirm")
+@bp.input(ConfirmIn, arg_name="body")
+@bp.output(LoadOut)
+@bp.doc(
+    summary="Confirm an amount written to the chip",
+    description="Idempotent per `confirmation_id`; never more than is pending.",
+    security=SIGNED,
+    responses=[404, 409],
+)
+def confirm_load(number: str, load_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    terminal = current_terminal()
+    with db.transaction() as session:
+        load = purse.confirm_load(
+            session,
+            number,
+            load_id,
+            body["amount_fen"],
+            confirmation_id=body["confirmation_id"],
+            terminal=terminal.key_id,
+        )
+        answer = _load_out(load)
+    return answer
+
+
+# -- operators ---------------------------------------------------------------------
+
+
+class RefundIn(Schema):
+    amount_fen = fields.Integer(required=True, validate=Range(min=1))
+    destination = fields.String(
+        load_default="original", validate=OneOf([d.value for d in RefundDestination])
+    )
+    card_number = fields.String(load_default=None)
+    reason = fields.String(load_default=None, validate=Length(max=255))
+
+
+class RefundOut(Schema):
+    out_refund_no = fields.String()
+    out_trade_no = fields.String()
+    amount_fen = fields.Integer()
+    channel = fields.String()
+    destination = fields.String()
+    state = fields.String()
+    refund_id = fields.String(allow_none=True)
+    failure = fields.String(allow_none=True)
+    operator = fields.String()
+    created_at = fields.DateTime()
+
+
+@operator_bp.post("/api/pos/payments/<out_trade_no>/refunds")
+@operator_bp.input(RefundIn, arg_name="body")
+@operator_bp.output(RefundOut, status_code=201)
+@operator_bp.doc(
+    summary="Refund a POS payment in full or in part",
+    security="session",
+    responses=[401, 403, 404, 409],
+)
+@requires_role(Role.CASHIER, Role.FINANCE)
+def refund(out_trade_no: str, body: dict[str, Any]) -> dict[str, Any]:
+    operator = current_operator()
+    assert operator is not None
+    made = refunds.open_refund(
+        out_trade_no,
+        body["amount_fen"],
+        operator=operator,
+        destination=RefundDestination(body["destination"]),
+        card_number=body["card_number"],
+        reason=body["reason"],
+    )
+    return refunds.refund_out(made)
+
+
+@operator_bp.get("/api/pos/refunds/<out_refund_no>")
+@operator_bp.output(RefundOut)
+@operator_bp.doc(summary="A refund, asking the channel while it is processing")
+@requires_role(Role.CASHIER, Role.FINANCE, Role.AUDITOR)
+def get_refund(out_refund_no: str) -> dict[str, Any]:
+    return refunds.refund_out(refunds.refresh_refund(out_refund_no))
+
+
+class DayPaymentOut(PaymentOut):
+    pass
+
+
+class DayOut(Schema):
+    merchant = fields.String()
+    payments = fields.List(fields.Nested(DayPaymentOut))
+
+
+@operator_bp.get("/api/pos/merchants/<code>/payments")
+@operator_bp.output(DayOut)
+@operator_bp.doc(summary="A merchant's payments of the current business day")
+@requires_role(Role.CASHIER, Role.FINANCE, Role.AUDITOR)
+def merchant_day(code: str) -> dict[str, Any]:
+    from payments.pos.pages import payments_of_day
+
+    merchant = find_merchant(db.session(), code)
+    return {
+        "merchant": merchant.code,
+        "payments": [
+            service.payment_out(p)
+            for p in payments_of_day(merchant, pos_config().now())
+        ],
+    }

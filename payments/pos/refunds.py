@@ -1,0 +1,322 @@
+"""Refunds of POS payments, in full or in parts, never more than was paid in total.
+
+A ``PosRefund`` moves ``processing ──► succeeded | failed``. Opening one locks the
+payment row and reserves the amount in ``refunded_fen`` in the same transaction, so
+two refunds at once cannot together pass the total; a failed refund frees it again.
+The reverse journal entry (merchant payable → channel clearing, or → the wallet) is
+posted by ``settle_refund`` only, once per refund (its idempotency reference), from
+``processing`` only. A channel refund settles from the channel's answer, its refund
+notification (``REFUND_KIND``) or a later query (``refresh_refund``), whichever comes
+first.
+
+Who may refund: finance any payment; a cashier only payments of a merchant they are
+assigned to (``pos_cashier_merchants``), and only those of the current business day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+
+from flask import current_app
+from flask_babel import lazy_gettext
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from campus.auth import Operator, Role
+from campus.database import db, utcnow
+from campus.errors import Conflict, Forbidden, InvalidAmount, InvalidInput, NotFound
+from payments import ledger
+from payments.cards import Card, lock_card_for_payment, require_active
+from payments.channel_log import recorded_call
+from payments.channels import channel_for
+from payments.channels.base import (
+    ChannelError,
+    ChannelRejected,
+    RefundRequest,
+    RefundResult,
+)
+from payments.channels.base import (
+    RefundState as ChannelRefundState,
+)
+from payments.merchants import Merchant
+from payments.notifications import notify_url
+from payments.orders import RefundKind, SettleOutcome
+from payments.pos.config import pos_config
+from payments.pos.models import (
+    CashierMerchant,
+    PaymentState,
+    PosPayment,
+    PosRefund,
+    RefundDestination,
+    RefundState,
+)
+from payments.pos.service import lock_payment, writing
+from payments.topups import business_day_bounds
+
+logger = logging.getLogger(__name__)
+
+
+class RefundNotFound(NotFound):
+    code = "refund_not_found"
+    title = lazy_gettext("No such refund")
+
+
+class RefundRefused(Conflict):
+    code = "refund_refused"
+    title = lazy_gettext("This refund is not allowed")
+
+
+def _may_refund(session: Session, operator: Operator, payment: PosPayment) -> None:
+    if operator.has_role(Role.FINANCE):
+        return
+    if not operator.has_role(Role.CASHIER):
+        raise Forbidden()
+    assigned = session.scalar(
+        select(CashierMerchant.merchant_id).where(
+            CashierMerchant.operator_id == operator.id,
+            CashierMerchant.merchant_id == payment.merchant_id,
+        )
+    )
+    zone = current_app.extensions["campus.settings"].zone
+    start, end = business_day_bounds(pos_config().now(), zone)
+    if assigned is None or not (start <= payment.created_at < end):
+        raise Forbidden(
+            lazy_gettext("A cashier refunds only today's payments of their merchant.")
+        )
+
+
+def open_refund(
+    out_trade_no: str,
+    amount_fen: int,
+    *,
+    operator: Operator,
+    destination: RefundDestination = RefundDestination.ORIGINAL,
+    card_number: str | None = None,
+    reason: str | None = None,
+) -> PosRefund:
+    """Open a refund and carry it as far as it goes now; the refund as it stands."""
+    if amount_fen <= 0:
+        raise InvalidAmount(lazy_gettext("The amount must be above zero."))
+    now = pos_config().now()
+    with writing() as session:
+        payment = lock_payment(session, out_trade_no)
+        _may_refund(session, operator, payment)
+        if payment.state is not PaymentState.SUCCEEDED:
+            raise RefundRefused(lazy_gettext("Only a paid payment can be refunded."))
+        left = payment.amount_fen - payment.refunded_fen
+        if amount_fen > left:
+            raise RefundRefused(
+                lazy_gettext("At most %(left)s fen is left to refund.", left=left),
+                refundable_fen=left,
+            )
+        card_id = None
+        channel = payment.channel or "campus"
+        if destination is RefundDestination.WALLET or channel == "campus":
+            if card_number:
+                card_id = session.scalar(
+                    select(Card.id).where(Card.number == card_number)
+                )
+            else:
+                card_id = payment.card_id
+            if card_id is None:
+                raise InvalidInput(lazy_gettext("Which card should the refund go to?"))
+            channel = "campus"
+        refund = PosRefund(
+            out_refund_no="R" + now.strftime("%Y%m%d%H%M%S") + secrets.token_hex(5),
+            payment_id=payment.id,
+            amount_fen=amount_fen,
+            destination=destination,
+            card_id=card_id,
+            channel=channel,
+            state=RefundState.PROCESSING,
+            reason=(reason or "")[:255] or None,
+            operator=operator.username,
+            created_at=now,
+        )
+        payment.refunded_fen += amount_fen
+        session.add(refund)
+        session.flush()
+        number, total = refund.out_refund_no, payment.amount_fen
+    logger.info(
+        "pos_refund_opened",
+        extra={
+            "out_refund_no": number,
+            "out_trade_no": out_trade_no,
+            "fen": amount_fen,
+        },
+    )
+
+    if channel == "campus":
+        with writing() as session:
+            settle_refund(
+                session,
+                "campus",
+                RefundResult(
+                    number, ChannelRefundState.SUCCEEDED, amount_fen=amount_fen
+                ),
+                via="wallet",
+            )
+        return find_refund(db.session(), number)
+
+    request = RefundRequest(
+        out_trade_no=out_trade_no,
+        out_refund_no=number,
+        refund_fen=amount_fen,
+        total_fen=total,
+        reason=reason,
+        notify_url=notify_url(channel),
+    )
+    try:
+        with recorded_call(channel, "refund", out_trade_no, request) as call:
+            result = channel_for(channel).refund(request)
+            call.response = result.raw
+    except ChannelRejected as refused:
+        _fail(number, f"{refused.error_code}: {refused}")
+        return find_refund(db.session(), number)
+    except ChannelError:
+        # Unknown: the refund stays processing; a query or the notification ends it.
+        return find_refund(db.session(), number)
+    with writing() as session:
+        settle_refund(session, channel, result, via="refund")
+    return find_refund(db.session(), number)
+
+
+def find_refund(session: Session, out_refund_no: str) -> PosRefund:
+    refund = session.scalar(
+        select(PosRefund).where(PosRefund.out_refund_no == out_refund_no)
+    )
+    if refund is None:
+        raise RefundNotFound(out_refund_no=out_refund_no)
+    return refund
+
+
+def _lock_refund(session: Session, out_refund_no: str) -> PosRefund:
+    refund = session.scalar(
+        select(PosRefund)
+        .where(PosRefund.out_refund_no == out_refund_no)
+        .with_for_update(of=PosRefund)
+        .execution_options(populate_existing=True)
+    )
+    if refund is None:
+        raise RefundNotFound(out_refund_no=out_refund_no)
+    return refund
+
+
+def settle_refund(
+    session: Session,
+    channel: str,
+    result: RefundResult,
+    *,
+    via: str,
+    now: dt.datetime | None = None,
+) -> SettleOutcome:
+    """Record the channel's word on a refund: on success post the reverse entry,
+    once; on failure or closure free the reserved amount."""
+    now = now or utcnow()
+    refund = _lock_refund(session, result.out_refund_no)
+    log = {"out_refund_no": refund.out_refund_no, "via": via}
+    if result.refund_id and not refund.refund_id:
+        refund.refund_id = result.refund_id
+    if result.state in {ChannelRefundState.FAILED, ChannelRefundState.CLOSED}:
+        if refund.state is RefundState.PROCESSING:
+            _release(session, refund, f"channel says {result.state.value}", now)
+        return SettleOutcome.NOT_PAID
+    if result.state is not ChannelRefundState.SUCCEEDED:
+        return SettleOutcome.NOT_PAID
+    if refund.state is RefundState.SUCCEEDED:
+        return SettleOutcome.ALREADY
+    if refund.state is not RefundState.PROCESSING or refund.channel != channel:
+        logger.warning("pos_refund_flagged", extra={**log, "state": refund.state})
+        return SettleOutcome.FLAGGED
+
+    payment = session.get_one(PosPayment, refund.payment_id)
+    merchant = session.get_one(Merchant, payment.merchant_id)
+    if refund.channel == "campus":
+        card_number = session.scalar(
+            select(Card.number).where(Card.id == refund.card_id)
+        )
+        card = lock_card_for_payment(session, card_number or "")
+        require_active(card)
+        destination: ledger.AccountLike = card.wallet
+    else:
+        destination = ledger.clearing_account(session, refund.channel)
+    posted = ledger.transfer(
+        session,
+        kind=ledger.EntryKind.REFUND,
+        idempotency_ref=f"pos_refund:{refund.out_refund_no}",
+        source=merchant.payable,
+        destination=destination,
+        amount_fen=refund.amount_fen,
+        order_ref=payment.out_trade_no,
+        memo=f"refund {refund.out_refund_no} {refund.refund_id or ''}".strip(),
+        created_by=refund.operator,
+    )
+    refund.state = RefundState.SUCCEEDED
+    refund.entry_id = posted.entry_id
+    refund.finished_at = now
+    session.flush()
+    logger.info("pos_refund_settled", extra={**log, "fen": refund.amount_fen})
+    return SettleOutcome.CREDITED
+
+
+def _release(session: Session, refund: PosRefund, why: str, now: dt.datetime) -> None:
+    payment = lock_payment(session, refund.payment.out_trade_no)
+    payment.refunded_fen -= refund.amount_fen
+    refund.state = RefundState.FAILED
+    refund.failure = why[:255]
+    refund.finished_at = now
+    logger.info("pos_refund_failed", extra={"out_refund_no": refund.out_refund_no})
+
+
+def _fail(out_refund_no: str, why: str) -> None:
+    with writing() as session:
+        refund = _lock_refund(session, out_refund_no)
+        if refund.state is RefundState.PROCESSING:
+            _release(session, refund, why, pos_config().now())
+
+
+def refresh_refund(out_refund_no: str) -> PosRefund:
+    """Ask the channel about a refund still processing, and settle from it."""
+    refund = find_refund(db.session(), out_refund_no)
+    if refund.state is not RefundState.PROCESSING or refund.channel == "campus":
+        return refund
+    channel, out_trade_no = refund.channel, refund.payment.out_trade_no
+    db.session.rollback()
+    try:
+        with recorded_call(channel, "query_refund", out_trade_no) as call:
+            result = channel_for(channel).query_refund(out_refund_no, out_trade_no)
+            call.response = result.raw
+    except ChannelError:
+        return find_refund(db.session(), out_refund_no)
+    with writing() as session:
+        settle_refund(session, channel, result, via="query")
+    return find_refund(db.session(), out_refund_no)
+
+
+def refund_out(refund: PosRefund) -> dict[str, object]:
+    return {
+        "out_refund_no": refund.out_refund_no,
+        "out_trade_no": refund.payment.out_trade_no,
+        "amount_fen": refund.amount_fen,
+        "channel": refund.channel,
+        "destination": refund.destination.value,
+        "state": refund.state.value,
+        "refund_id": refund.refund_id,
+        "failure": refund.failure,
+        "operator": refund.operator,
+        "created_at": refund.created_at,
+    }
+
+
+def _owns(session: Session, out_refund_no: str) -> bool:
+    return (
+        session.scalar(
+            select(PosRefund.id).where(PosRefund.out_refund_no == out_refund_no)
+        )
+        is not None
+    )
+
+
+REFUND_KIND = RefundKind("pos_refund", _owns, settle_refund)

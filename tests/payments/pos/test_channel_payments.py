@@ -1,0 +1,208 @@
+"""WeChat and Alipay payment codes at a terminal, end to end over real HTTP: our
+signed API, the real SDKs, the sandbox gateways and their fault switches. The
+poll loop's pauses move the sandbox clock (``fast_poll``), so no test waits."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from payments import ledger
+from payments.channel_log import ChannelCall
+from payments.pos.models import PosPayment
+from payments.pos.service import resolve_stale
+
+from .conftest import in_app, new_order_no
+
+
+def _code(live_app, channel: str, payer: str = "demo-1") -> str:
+    return live_app.sandbox.gateways[channel].current_code(payer)
+
+
+def _calls(session, out_trade_no: str) -> list[tuple[str, str]]:
+    session.rollback()
+    return [
+        (call.operation, call.outcome)
+        for call in session.scalars(
+            select(ChannelCall)
+            .where(ChannelCall.out_trade_no == out_trade_no)
+            .order_by(ChannelCall.id)
+        )
+    ]
+
+
+def _settled(session, merchant, channel: str, amount_fen: int) -> None:
+    session.rollback()
+    assert merchant.payable.balance_fen == amount_fen
+    assert ledger.clearing_account(session, channel).balance_fen == -amount_fen
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_wechat_code_is_paid(live_app, live_terminal, session, merchant, fast_poll):
+    code = _code(live_app, "wechat")
+
+    status, answer = live_terminal.pay(1250, code=code)
+
+    assert (status, answer["state"], answer["channel"]) == (200, "succeeded", "wechat")
+    assert answer["transaction_id"]
+    _settled(session, merchant, "wechat", 1250)
+    call = session.scalars(
+        select(ChannelCall).where(ChannelCall.operation == "pay_with_code")
+    ).one()
+    assert code not in call.request and code not in (call.response or "")
+
+
+def test_an_alipay_code_is_paid(live_app, live_terminal, session, merchant, fast_poll):
+    status, answer = live_terminal.pay(880, code=_code(live_app, "alipay"))
+
+    assert (status, answer["state"], answer["channel"]) == (200, "succeeded", "alipay")
+    _settled(session, merchant, "alipay", 880)
+
+
+def test_a_refused_code_fails_with_the_channels_reason(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    status, answer = live_terminal.pay(10**9, code=_code(live_app, "wechat"))
+
+    assert (answer["state"], answer["failure_code"]) == ("failed", "NOTENOUGH")
+    assert answer["failure_message"]
+    _settled(session, merchant, "wechat", 0)
+
+
+def test_wechat_userpaying_then_paid(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    live_app.sandbox.gateways["wechat"].set_password_needed("demo-1", 10)
+
+    status, answer = live_terminal.pay(600, code=_code(live_app, "wechat"))
+
+    assert answer["state"] == "succeeded"
+    operations = [operation for operation, _ in _calls(session, answer["out_trade_no"])]
+    assert operations[0] == "pay_with_code" and "query" in operations
+    assert "reverse" not in operations
+    _settled(session, merchant, "wechat", 600)
+
+
+def test_wechat_userpaying_past_the_deadline_is_reversed(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    live_app.sandbox.gateways["wechat"].set_password_needed("demo-1", 600)
+
+    status, answer = live_terminal.pay(600, code=_code(live_app, "wechat"))
+
+    assert (answer["state"], answer["failure_code"]) == ("reversed", "reversed")
+    assert _calls(session, answer["out_trade_no"])[-1] == ("reverse", "ok")
+    _settled(session, merchant, "wechat", 0)
+
+
+def test_a_timeout_is_queried_and_reported_paid(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    # Alipay acts on the payment and then drops the connection: our call times
+    # out, and only the query can tell that the money moved.
+    live_app.sandbox.faults.set("alipay", "no_answer", "after")
+    fast_poll.append(lambda now: live_app.sandbox.faults.clear())
+
+    status, answer = live_terminal.pay(450, code=_code(live_app, "alipay"))
+
+    assert answer["state"] == "succeeded"
+    assert _calls(session, answer["out_trade_no"])[:2] == [
+        ("pay_with_code", "unavailable"),
+        ("query", "ok"),
+    ]
+    _settled(session, merchant, "alipay", 450)
+
+
+def test_a_5xx_is_never_reported_failed(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    live_app.sandbox.faults.set("wechat", "http_status", 502)
+
+    status, answer = live_terminal.pay(450, code=_code(live_app, "wechat"))
+
+    # Unknown all the way to the deadline: the payment is reversed (or left for
+    # the job), never answered as failed.
+    assert answer["state"] in {"paying", "reversed"}
+    assert answer["state"] != "failed"
+    live_app.sandbox.faults.clear()
+    later = live_app.sandbox.clock.advance(600)
+    report = in_app(live_app, lambda: resolve_stale(now=later))
+    session.rollback()
+    payment = session.scalars(select(PosPayment)).one()
+    assert payment.state.value == "reversed"
+    assert report.unknown == 0
+
+
+def test_alipay_10003_past_the_deadline_is_cancelled_obeying_retry_flag(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    live_app.sandbox.faults.set("alipay", "user_paying_seconds", 600)
+    deadline = live_app.sandbox.clock.now().timestamp() + 45
+    armed = []
+
+    def cancel_asks_to_retry(now):
+        # From the deadline on, the first cancel answers ACQ.SYSTEM_ERROR with
+        # retry_flag Y; the next pause lifts the fault.
+        if now.timestamp() >= deadline and not armed:
+            live_app.sandbox.faults.set("alipay", "server_error", "ACQ")
+            armed.append(now)
+        elif armed:
+            live_app.sandbox.faults.clear()
+
+    fast_poll.append(cancel_asks_to_retry)
+
+    status, answer = live_terminal.pay(700, code=_code(live_app, "alipay"))
+
+    assert answer["state"] == "reversed"
+    calls = _calls(session, answer["out_trade_no"])
+    reverses = [outcome for operation, outcome in calls if operation == "reverse"]
+    assert len(reverses) == 2
+    retried = session.scalars(
+        select(ChannelCall)
+        .where(ChannelCall.operation == "reverse")
+        .order_by(ChannelCall.id)
+    ).first()
+    assert '"retry_flag": "Y"' in retried.response
+    _settled(session, merchant, "alipay", 0)
+
+
+def test_a_payment_left_paying_by_a_crash_is_settled_by_the_job(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    class Crash(Exception):
+        pass
+
+    def crash(now):
+        raise Crash
+
+    live_app.sandbox.gateways["wechat"].set_password_needed("demo-1", 20)
+    fast_poll.append(crash)
+    status, answer = live_terminal.pay(330, code=_code(live_app, "wechat"))
+    assert status == 500  # the process "died" while waiting for the payer
+
+    later = live_app.sandbox.clock.advance(300)
+    report = in_app(live_app, lambda: resolve_stale(now=later))
+
+    assert report.settled == 1
+    _settled(session, merchant, "wechat", 330)
+
+
+def test_query_asks_the_channel_for_a_payment_still_paying(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    class Crash(Exception):
+        pass
+
+    def crash(now):
+        raise Crash
+
+    live_app.sandbox.gateways["wechat"].set_password_needed("demo-1", 5)
+    fast_poll.append(crash)
+    order_no = new_order_no()
+    live_terminal.pay(210, order_no, code=_code(live_app, "wechat"))
+    fast_poll.clear()
+    live_app.sandbox.clock.advance(10)
+
+    status, answer = live_terminal.query(order_no)
+
+    assert (status, answer["state"]) == (200, "succeeded")
+    _settled(session, merchant, "wechat", 210)

@@ -1,0 +1,111 @@
+"""Refunds: in parts up to the total and never beyond, through the original
+channel or to a wallet, the reverse entry posted once, and who may refund."""
+
+from __future__ import annotations
+
+import requests
+from sqlalchemy import select
+
+from campus.auth import Operator, Role, create_operator
+from payments import ledger
+from payments.pos.models import CashierMerchant, PosRefund
+
+from .conftest import new_order_no
+
+
+def _refund(client, out_trade_no: str, amount_fen: int, **fields):
+    return client.post(
+        f"/api/pos/payments/{out_trade_no}/refunds",
+        json={"amount_fen": amount_fen, **fields},
+    )
+
+
+def test_partial_refunds_up_to_the_total_and_not_beyond(
+    client, sign_in_operator, terminal, make_card, merchant, session
+):
+    card = make_card(balance_fen=1000)
+    _, paid = terminal.pay(1000, card_number=card.number)
+    sign_in_operator(Role.FINANCE)
+
+    first = _refund(client, paid["out_trade_no"], 300)
+    second = _refund(client, paid["out_trade_no"], 700)
+    beyond = _refund(client, paid["out_trade_no"], 1)
+
+    assert (first.status_code, first.json["state"]) == (201, "succeeded")
+    assert second.json["state"] == "succeeded"
+    assert (beyond.status_code, beyond.json["code"]) == (409, "refund_refused")
+    session.rollback()
+    assert card.wallet.balance_fen == 1000
+    assert merchant.payable.balance_fen == 0
+    refunds = session.scalars(select(PosRefund)).all()
+    assert [
+        ledger.find_entry_id(session, f"pos_refund:{r.out_refund_no}") for r in refunds
+    ] == [r.entry_id for r in refunds]
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_refund_larger_than_the_payment_is_refused(
+    client, sign_in_operator, terminal, make_card, session
+):
+    card = make_card(balance_fen=1000)
+    _, paid = terminal.pay(500, card_number=card.number)
+    sign_in_operator(Role.FINANCE)
+
+    answer = _refund(client, paid["out_trade_no"], 501)
+
+    assert answer.status_code == 409
+    session.rollback()
+    assert card.wallet.balance_fen == 500
+
+
+def test_a_cashier_refunds_only_their_merchants_payments(
+    client, sign_in_operator, terminal, make_card, merchant, session
+):
+    card = make_card(balance_fen=1000)
+    _, paid = terminal.pay(500, card_number=card.number)
+    sign_in_operator(Role.CASHIER)
+
+    refused = _refund(client, paid["out_trade_no"], 100)
+    cashier = session.scalars(select(Operator).order_by(Operator.id.desc())).first()
+    session.add(CashierMerchant(operator_id=cashier.id, merchant_id=merchant.id))
+    session.commit()
+    allowed = _refund(client, paid["out_trade_no"], 100)
+
+    assert refused.status_code == 403
+    assert allowed.json["state"] == "succeeded"
+
+
+def test_a_wechat_payment_is_refunded_through_wechat(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    code = live_app.sandbox.gateways["wechat"].current_code("demo-1")
+    _, paid = live_terminal.pay(900, new_order_no(), code=code)
+    session.rollback()  # end the read snapshot taken before the payment
+    create_operator(session, "fin", "correct horse battery", [Role.FINANCE])
+    session.commit()
+    browser = requests.Session()
+    browser.post(
+        f"{live_app.url}/api/operators/sign-in",
+        json={"username": "fin", "password": "correct horse battery"},
+        timeout=10,
+    )
+
+    part = browser.post(
+        f"{live_app.url}/api/pos/payments/{paid['out_trade_no']}/refunds",
+        json={"amount_fen": 400},
+        timeout=30,
+    ).json()
+    live_app.sandbox.outbox.deliver_due()
+    live_app.sandbox.clock.advance(120)
+    live_app.sandbox.outbox.deliver_due()
+    asked = browser.get(
+        f"{live_app.url}/api/pos/refunds/{part['out_refund_no']}", timeout=30
+    ).json()
+
+    assert part["channel"] == "wechat"
+    assert asked["state"] == "succeeded"
+    assert asked["refund_id"]
+    session.rollback()
+    assert merchant.payable.balance_fen == 500
+    assert ledger.clearing_account(session, "wechat").balance_fen == -500
+    assert ledger.check_ledger(session) == []

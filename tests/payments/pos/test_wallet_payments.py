@@ -1,0 +1,197 @@
+"""Campus codes and card taps: the wallet pays in one transaction, once."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from campus.logs import mask_code
+from payments import ledger
+from payments.cards import CardStatus, change_status
+from payments.channel_log import ChannelCall
+from payments.channels.campus import codes, pin
+from payments.pos.models import PosPayment
+from payments.pos.routing import ALIPAY_CODE, WECHAT_CODE, UnrecognisedCode, channel_of
+
+from .conftest import new_order_no
+
+
+def _code_for(app, session, card) -> str:
+    config = app.extensions["payments.pos"]
+    code, _ = codes.issue_code(session, card.id, now=config.now(), lifetime_seconds=60)
+    session.commit()
+    return code
+
+
+@pytest.mark.parametrize(
+    ("code", "channel"),
+    [
+        ("134567890123456789", "wechat"),
+        ("104567890123456789", "wechat"),
+        ("2845678901234567", "alipay"),
+        ("301234567890123456789012", "alipay"),
+        ("7" + "0" * 27, "campus"),
+    ],
+)
+def test_codes_route_by_their_digits(code, channel):
+    assert channel_of(code) == channel
+
+
+@pytest.mark.parametrize(
+    "code", ["164567890123456789", "24456789012345678", "12345", "abc", "7" * 27]
+)
+def test_anything_else_is_unrecognised(code):
+    with pytest.raises(UnrecognisedCode):
+        channel_of(code)
+
+
+def test_campus_codes_never_look_like_channel_codes(app, session, make_card):
+    card = make_card()
+
+    issued = [_code_for(app, session, card) for _ in range(50)]
+
+    for code in issued:
+        assert codes.CAMPUS_CODE.fullmatch(code)
+        assert not WECHAT_CODE.fullmatch(code) and not ALIPAY_CODE.fullmatch(code)
+        assert card.number not in code
+    assert len(set(issued)) == 50
+
+
+def test_a_campus_code_pays_from_the_wallet(
+    app, session, terminal, make_card, merchant
+):
+    card = make_card(balance_fen=2000)
+    code = _code_for(app, session, card)
+
+    status, answer = terminal.pay(1250, code=code)
+
+    assert (status, answer["state"], answer["channel"]) == (200, "succeeded", "campus")
+    assert answer["code"] == mask_code(code)
+    session.rollback()
+    assert card.wallet.balance_fen == 750
+    assert merchant.payable.balance_fen == 1250
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_campus_code_used_twice_pays_once(
+    app, session, terminal, make_terminal, make_card
+):
+    card = make_card(balance_fen=2000)
+    code = _code_for(app, session, card)
+    other = make_terminal()
+
+    first = terminal.pay(500, code=code)
+    second = other.pay(500, code=code)
+
+    assert first[1]["state"] == "succeeded"
+    assert second[1]["state"] == "failed"
+    assert second[1]["failure_code"] == "campus_code_used"
+    session.rollback()
+    assert card.wallet.balance_fen == 1500
+
+
+def test_an_expired_campus_code_is_refused(app, session, terminal, make_card):
+    card = make_card(balance_fen=2000)
+    code = _code_for(app, session, card)
+    clock = app.extensions["campus.sandbox"].clock
+    clock.advance(61)
+    try:
+        status, answer = terminal.pay(500, code=code)
+    finally:
+        clock.reset()
+
+    assert answer["failure_code"] == "campus_code_invalid"
+    session.rollback()
+    assert card.wallet.balance_fen == 2000
+
+
+def test_a_tapped_card_pays(session, terminal, make_card):
+    card = make_card(balance_fen=2000)
+
+    status, answer = terminal.pay(300, card_number=card.number)
+
+    assert answer["state"] == "succeeded"
+    session.rollback()
+    assert card.wallet.balance_fen == 1700
+
+
+def test_the_wallet_never_goes_negative(session, terminal, make_card):
+    card = make_card(balance_fen=200)
+
+    status, answer = terminal.pay(300, card_number=card.number)
+
+    assert (answer["state"], answer["failure_code"]) == ("failed", "insufficient_funds")
+    session.rollback()
+    assert card.wallet.balance_fen == 200
+
+
+@pytest.mark.parametrize("status", [CardStatus.FROZEN, CardStatus.LOST])
+def test_a_frozen_or_lost_card_is_refused(app, session, terminal, make_card, status):
+    card = make_card(balance_fen=2000)
+    code = _code_for(app, session, card)
+    change_status(session, card.number, status, actor="test", reason="test")
+    session.commit()
+
+    _, answer = terminal.pay(300, code=code)
+
+    assert (answer["state"], answer["failure_code"]) == ("failed", "card_not_active")
+    session.rollback()
+    assert card.wallet.balance_fen == 2000
+
+
+def test_a_large_payment_needs_the_pin(app, session, terminal, make_card):
+    card = make_card(balance_fen=20000)
+    pin.set_pin(session, card.id, "135790", app.extensions["payments.pos"].now())
+    session.commit()
+    code = _code_for(app, session, card)
+    order_no = new_order_no()
+
+    without = terminal.pay(6000, order_no, code=code)
+    wrong = terminal.pay(6000, order_no, code=code, pin="000000")
+    right = terminal.pay(6000, order_no, code=code, pin="135790")
+
+    assert (without[0], without[1]["code"]) == (403, "pin_required")
+    assert (wrong[0], wrong[1]["code"]) == (403, "pin_wrong")
+    assert right[1]["state"] == "succeeded"
+    session.rollback()
+    assert card.wallet.balance_fen == 14000
+
+
+def test_the_same_order_number_returns_the_first_payment(session, terminal, make_card):
+    card = make_card(balance_fen=2000)
+    order_no = new_order_no()
+
+    first = terminal.pay(300, order_no, card_number=card.number)
+    again = terminal.pay(300, order_no, card_number=card.number)
+    changed = terminal.pay(301, order_no, card_number=card.number)
+
+    assert again[1]["out_trade_no"] == first[1]["out_trade_no"]
+    assert (changed[0], changed[1]["code"]) == (422, "idempotency_mismatch")
+    session.rollback()
+    assert card.wallet.balance_fen == 1700
+
+
+def test_the_same_idempotency_key_returns_the_first_payment(
+    session, terminal, make_card
+):
+    card = make_card(balance_fen=2000)
+    key = {"Idempotency-Key": "k-123"}
+
+    first = terminal.pay(300, "A1", card_number=card.number, headers=key)
+    again = terminal.pay(300, "A1", card_number=card.number, headers=key)
+    other_body = terminal.pay(300, "A2", card_number=card.number, headers=key)
+
+    assert again[1]["out_trade_no"] == first[1]["out_trade_no"]
+    assert other_body[0] == 422
+    assert session.query(PosPayment).count() == 1
+
+
+def test_an_unrecognised_code_is_refused_and_never_logged(terminal, session, caplog):
+    status, answer = terminal.pay(300, code="9912345678901234567")
+
+    assert (status, answer["code"]) == (400, "unrecognised_code")
+    assert "9912345678901234567" not in caplog.text
+    assert session.query(PosPayment).count() == 0
+    assert session.query(ChannelCall).count() == 0
+    assert re.fullmatch(r"9912\*+67", answer["code_masked"])
