@@ -137,15 +137,23 @@ def test_ca_crl_lists_the_revoked_signer(pki: DevelopmentPKI) -> None:
     assert serials == {pki.certificate("signer-revoked").serial_number}
 
 
-def test_a_stranger_on_the_pki_port_is_reported(tmp_path: Path) -> None:
-    pki = DevelopmentPKI.ensure(tmp_path / "dev-pki")
+def test_a_stranger_on_the_pki_port_is_reported(
+    pki: DevelopmentPKI, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    # A copy of the session's PKI whose port someone else holds.
+    copy = tmp_path / "dev-pki"
+    shutil.copytree(pki.path, copy)
     with socket.socket() as squatter:
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind(("127.0.0.1", pki.port))
+        squatter.bind(("127.0.0.1", 0))
         squatter.listen(1)
+        manifest = {**pki.manifest, "port": squatter.getsockname()[1]}
+        (copy / "manifest.json").write_text(json.dumps(manifest))
 
         with pytest.raises(TrustServiceUnavailable, match="taken by another program"):
-            ensure_served(pki)
+            ensure_served(DevelopmentPKI.load(copy))
 
 
 def test_services_already_served_by_another_process_are_used(
