@@ -1,0 +1,412 @@
+"""Wallet payments per second through the signed terminal API, against raw psycopg.
+
+Our side: ``POST /api/terminal/payments`` (a card tap, 1 fen) over HTTP to the real
+app served by waitress, 32 concurrent terminals each with its own key, every request
+signed (HMAC, timestamp, fresh nonce) and verified, the nonce remembered, the payment
+recorded, the wallet debited to the merchant's payable, all on PostgreSQL. The app
+runs as four waitress processes of eight threads (as a real deployment runs several
+workers); the terminals are threads in four client processes.
+
+The raw side: 32 workers (processes of threads) with psycopg connections running the
+same SQL for one payment in the same run on the same database: the terminal lookup,
+the nonce insert in its own transaction, then the idempotency lookup, the payment
+insert, the card lock, the journal entry with its conditional balance updates and
+postings, and the payment's update, committed. No HTTP, no signature, no ORM.
+
+    python bench/pos.py [--quick] [--seconds 20]
+
+Needs PostgreSQL: DATABASE_URL, or postgresql+psycopg://postgres@127.0.0.1:5432/postgres.
+Prints both sides with p50/p99 latency; the last line is the result as one JSON
+object (goal: ratio ≥ 0.5, p99 ≤ 50 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import secrets
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg  # noqa: E402
+import requests  # noqa: E402
+from alembic import command as alembic_command  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+SERVER = os.environ.get(
+    "DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TERMINALS = 32
+MERCHANTS = 8
+PROCESSES = 4
+BALANCE_FEN = 10**12
+AMOUNT_FEN = 1
+
+
+def create_database() -> str:
+    from campus.database import db, make_engine
+
+    server = make_url(SERVER)
+    name = f"bench_pos_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(
+        server.set(database="postgres").render_as_string(False),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = server.set(database=name).render_as_string(False)
+    db.bind(make_engine(url))
+    alembic_command.upgrade(db.alembic_config(), "heads")
+    return url
+
+
+def drop_database(url: str) -> None:
+    from campus.database import db, make_engine
+
+    if db.engine is not None:
+        db.engine.dispose()
+    admin = make_engine(
+        make_url(url).set(database="postgres").render_as_string(False),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as connection:
+        name = make_url(url).database
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _app(url: str, instance: Path):  # type: ignore[no-untyped-def]
+    from campus import create_app
+    from campus.settings import Settings
+
+    return create_app(
+        Settings(
+            database_url=url,
+            instance_path=instance,
+            scheduler=False,
+            log_level="WARNING",
+            # Wallet payments call no channel: no sandbox to start, no keys to make.
+            channels="live",
+        )
+    )
+
+
+def prepare(url: str, instance: Path) -> list[tuple[str, str, str]]:
+    """Merchants, one terminal and one rich card per worker: (key, secret, card)."""
+    from campus.database import db
+    from campus.people import Person, PersonKind
+    from payments import ledger
+    from payments.cards import open_card
+    from payments.merchants import MerchantKind, add_terminal, open_merchant
+
+    app = _app(url, instance)
+    terminals = []
+    with app.app_context(), db.transaction() as session:
+        merchants = [
+            open_merchant(
+                session, f"B{i}", "窗口", "window", MerchantKind.CANTEEN_WINDOW
+            )
+            for i in range(MERCHANTS)
+        ]
+        for index in range(TERMINALS):
+            person = Person(
+                number=f"B{index:05d}",
+                kind=PersonKind.STUDENT,
+                name_zh="压测",
+                name_en="Bench",
+            )
+            session.add(person)
+            card = open_card(session, person, actor="bench", number=f"5500{index:08d}")
+            ledger.transfer(
+                session,
+                kind=ledger.EntryKind.OPENING,
+                idempotency_ref=f"opening:{card.number}",
+                source=ledger.suspense_account(session),
+                destination=card.wallet,
+                amount_fen=BALANCE_FEN,
+            )
+            terminal = add_terminal(session, merchants[index % MERCHANTS], f"t{index}")
+            terminals.append((terminal.key_id, terminal.secret, card.number))
+    return terminals
+
+
+# -- our side: waitress + the signed API ------------------------------------------
+
+
+def serve(url: str, instance: str, port: int, threads: int) -> None:
+    import logging
+
+    import waitress
+
+    logging.disable(logging.INFO)
+    from campus.database import db, make_engine
+
+    app = _app(url, Path(instance))
+    db.bind(make_engine(url, pool_size=threads + 2, max_overflow=0))
+    waitress.serve(app, host="127.0.0.1", port=port, threads=threads, _quiet=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_up(base: str) -> None:
+    for _ in range(300):
+        try:
+            requests.get(base + "/healthz", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"server at {base} did not start")
+
+
+def http_terminal(
+    base: str, terminal: tuple[str, str, str], seconds: float, results: list
+) -> None:
+    from payments.pos.terminal_auth import sign
+
+    key_id, secret, card = terminal
+    http = requests.Session()
+    latencies, failures = [], 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        body = json.dumps(
+            {
+                "order_no": secrets.token_hex(8),
+                "amount_fen": AMOUNT_FEN,
+                "card_number": card,
+            }
+        ).encode()
+        headers = sign(secret, "POST", "/api/terminal/payments", body, key_id=key_id)
+        headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
+        answer = http.post(
+            base + "/api/terminal/payments", data=body, headers=headers, timeout=30
+        )
+        latencies.append(time.perf_counter() - started)
+        if answer.status_code != 200 or answer.json()["state"] != "succeeded":
+            failures += 1
+    results.append((latencies, failures))
+
+
+# -- the raw side -------------------------------------------------------------------
+
+
+def raw_terminal(
+    url: str, terminal: tuple[str, str, str], seconds: float, results: list
+) -> None:
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+    key_id, _, card = terminal
+    latencies = []
+    with psycopg.connect(conninfo) as connection:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            order_no, out = secrets.token_hex(8), "R" + secrets.token_hex(12)
+            with connection.transaction():
+                terminal_id, merchant_id, payable = connection.execute(
+                    "SELECT t.id, m.id, m.payable_account_id FROM terminals t "
+                    "JOIN merchants m ON t.merchant_id = m.id WHERE t.key_id = %s",
+                    (key_id,),
+                ).fetchone()
+            with connection.transaction():
+                connection.execute(
+                    "INSERT INTO pos_terminal_nonces (terminal_id, nonce, expires_at) "
+                    "VALUES (%s, %s, now() + interval '10 minutes')",
+                    (terminal_id, secrets.token_urlsafe(18)),
+                )
+            with connection.transaction():
+                connection.execute(
+                    "SELECT id FROM pos_payments WHERE terminal_id = %s AND "
+                    "terminal_order_no = %s",
+                    (terminal_id, order_no),
+                )
+                payment = connection.execute(
+                    "INSERT INTO pos_payments (out_trade_no, merchant_id, terminal_id, "
+                    "terminal_order_no, request_hash, source, channel, amount_fen, "
+                    "refunded_fen, state, description, created_at, needs_review) "
+                    "VALUES (%s, %s, %s, %s, %s, 'tap', 'campus', %s, 0, 'paying', "
+                    "'bench', now(), false) RETURNING id",
+                    (out, merchant_id, terminal_id, order_no, "h" * 64, AMOUNT_FEN),
+                ).fetchone()[0]
+                card_id, status, wallet = connection.execute(
+                    "SELECT c.id, c.status, a.id FROM cards c JOIN accounts a ON "
+                    "c.wallet_account_id = a.id WHERE c.number = %s FOR UPDATE OF c",
+                    (card,),
+                ).fetchone()
+                assert status == "active"
+                reference = f"pos:{out}"
+                connection.execute(
+                    "SELECT id FROM journal_entries WHERE idempotency_ref = %s",
+                    (reference,),
+                )
+                entry = connection.execute(
+                    "INSERT INTO journal_entries (kind, idempotency_ref, order_ref, "
+                    "created_at) VALUES ('payment', %s, %s, now()) RETURNING id",
+                    (reference, out),
+                ).fetchone()[0]
+                for account, delta in sorted(
+                    [(wallet, -AMOUNT_FEN), (payable, AMOUNT_FEN)]
+                ):
+                    condition = " AND balance_fen >= %s" if delta < 0 else ""
+                    parameters = (delta, account) + ((-delta,) if delta < 0 else ())
+                    row = connection.execute(
+                        "UPDATE accounts SET balance_fen = balance_fen + %s "
+                        f"WHERE id = %s{condition} RETURNING balance_fen",
+                        parameters,
+                    ).fetchone()
+                    assert row is not None
+                connection.execute(
+                    "INSERT INTO postings (entry_id, account_id, amount_fen) "
+                    "VALUES (%s, %s, %s), (%s, %s, %s)",
+                    (entry, wallet, -AMOUNT_FEN, entry, payable, AMOUNT_FEN),
+                )
+                connection.execute(
+                    "UPDATE pos_payments SET state = 'succeeded', entry_id = %s, "
+                    "card_id = %s, paid_at = now(), finished_at = now() WHERE id = %s",
+                    (entry, card_id, payment),
+                )
+            latencies.append(time.perf_counter() - started)
+    results.append((latencies, 0))
+
+
+def client_process(
+    side: str, target: str, terminals: list, seconds: float, queue
+) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    logging.disable(logging.INFO)
+    worker = http_terminal if side == "service" else raw_terminal
+    results: list = []
+    threads = [
+        threading.Thread(target=worker, args=(target, terminal, seconds, results))
+        for terminal in terminals
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.put(results)
+
+
+def measure(side: str, targets: list[str], terminals: list, seconds: float) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    share = len(terminals) // PROCESSES
+    children = [
+        context.Process(
+            target=client_process,
+            args=(
+                side,
+                targets[index % len(targets)],
+                terminals[index * share : (index + 1) * share],
+                seconds,
+                queue,
+            ),
+        )
+        for index in range(PROCESSES)
+    ]
+    for child in children:
+        child.start()
+    gathered = [item for _ in children for item in queue.get()]
+    for child in children:
+        child.join()
+    latencies = sorted(value for values, _ in gathered for value in values)
+    return {
+        "payments": len(latencies),
+        "failures": sum(failures for _, failures in gathered),
+        "per_second": len(latencies) / seconds,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[max(int(len(latencies) * 0.99) - 1, 0)] * 1000,
+    }
+
+
+def check(url: str, instance: Path) -> None:
+    from campus.database import db
+    from payments.ledger import check_ledger
+
+    app = _app(url, instance)
+    with app.app_context():
+        problems = check_ledger(db.session)
+    if problems:
+        raise SystemExit(f"ledger does not balance after the run: {problems[:3]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 s per side")
+    parser.add_argument("--seconds", type=float, default=20)
+    arguments = parser.parse_args()
+    seconds = 5 if arguments.quick else arguments.seconds
+    import logging
+
+    logging.disable(logging.INFO)
+
+    instance = Path(tempfile.mkdtemp(prefix="bench-pos-"))
+    url = create_database()
+    servers = []
+    try:
+        terminals = prepare(url, instance)
+        raw = measure("raw", [url], terminals, seconds)
+
+        context = multiprocessing.get_context("spawn")
+        bases = []
+        for _ in range(PROCESSES):
+            port = _free_port()
+            server = context.Process(
+                target=serve,
+                args=(url, str(instance), port, TERMINALS // PROCESSES),
+                daemon=True,
+            )
+            server.start()
+            servers.append(server)
+            bases.append(f"http://127.0.0.1:{port}")
+        for base in bases:
+            _wait_until_up(base)
+        ours = measure("service", bases, terminals, seconds)
+        check(url, instance)
+    finally:
+        for server in servers:
+            server.terminate()
+            server.join()
+        drop_database(url)
+
+    print(
+        f"raw psycopg:      {raw['per_second']:8.1f} payments/s  "
+        f"p50 {raw['p50_ms']:.1f} ms  p99 {raw['p99_ms']:.1f} ms"
+    )
+    print(
+        f"signed HTTP API:  {ours['per_second']:8.1f} payments/s  "
+        f"p50 {ours['p50_ms']:.1f} ms  p99 {ours['p99_ms']:.1f} ms  "
+        f"(failed answers: {ours['failures']})"
+    )
+    print(
+        json.dumps(
+            {
+                "metric": "pos_wallet_payments_per_second_32_terminals_postgresql",
+                "value": round(ours["per_second"], 1),
+                "unit": "payments/s",
+                "limit": "raw psycopg running the same SQL at the same concurrency",
+                "limit_value": round(raw["per_second"], 1),
+                "ratio": round(ours["per_second"] / raw["per_second"], 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
