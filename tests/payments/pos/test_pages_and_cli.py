@@ -1,0 +1,138 @@
+"""The people's side: the student's code page pays at the CLI simulator, the web
+POS, the operator's day page with a refund, the static QR's amount form."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from campus.auth import Role
+from payments.pos.models import CashierMerchant
+
+
+def _sign_in_student(client, card) -> None:
+    answer = client.post("/sign-in/dev", data={"number": card.person.number})
+    assert answer.status_code == 302
+
+
+def test_the_code_page_pays_from_the_cli_simulator(
+    app, client, make_card, terminal, session
+):
+    card = make_card(balance_fen=3000)
+    _sign_in_student(client, card)
+    page = client.get("/card/pay-code")
+    fresh = client.post("/card/pay-code/new").get_json()
+
+    result = app.test_cli_runner().invoke(
+        args=[
+            "pos",
+            "pay",
+            "--terminal",
+            terminal.key_id,
+            "--amount",
+            "12.50",
+            "--code",
+            fresh["code"],
+        ]
+    )
+
+    assert page.status_code == 200
+    assert "<svg" in fresh["qr_svg"] and "<rect" in fresh["barcode_svg"]
+    assert re.fullmatch(r"7\d{27}", fresh["code"])
+    answer = json.loads(result.output)
+    assert (answer["status"], answer["state"]) == (200, "succeeded")
+    assert fresh["code"] not in result.output
+    session.rollback()
+    assert card.wallet.balance_fen == 1750
+
+
+def test_a_student_sets_a_pin_on_the_code_page(client, make_card, app, terminal):
+    card = make_card(balance_fen=9000)
+    _sign_in_student(client, card)
+
+    client.post("/card/pin", data={"pin": "246810"})
+    fresh = client.post("/card/pay-code/new").get_json()
+    status, answer = terminal.pay(6000, code=fresh["code"], pin="246810")
+
+    assert answer["state"] == "succeeded"
+
+
+def test_the_web_pos_charges_a_card(
+    client, sign_in_operator, terminal, make_card, session
+):
+    card = make_card(balance_fen=1000)
+    sign_in_operator(Role.CASHIER)
+
+    page = client.post(
+        "/pos",
+        data={
+            "terminal": terminal.key_id,
+            "amount": "2.50",
+            "code": card.number,
+            "tap": "1",
+        },
+    )
+
+    assert 'data-state="succeeded"' in page.text
+    session.rollback()
+    assert card.wallet.balance_fen == 750
+
+
+def test_the_operator_day_page_lists_and_refunds(
+    client, sign_in_operator, terminal, make_card, merchant, session
+):
+    card = make_card(balance_fen=1000)
+    _, paid = terminal.pay(800, card_number=card.number)
+    sign_in_operator(Role.FINANCE)
+
+    listed = client.get(f"/pos/merchants/{merchant.code}")
+    refunded = client.post(
+        f"/pos/merchants/{merchant.code}",
+        data={
+            "out_trade_no": paid["out_trade_no"],
+            "amount": "3.00",
+            "destination": "original",
+        },
+    )
+    api = client.get(f"/api/pos/merchants/{merchant.code}/payments").get_json()
+
+    assert paid["out_trade_no"] in listed.text
+    assert "¥3.00 succeeded" in refunded.text
+    assert api["payments"][0]["refunded_fen"] == 300
+    session.rollback()
+    assert card.wallet.balance_fen == 500
+
+
+def test_the_static_qr_asks_the_amount_then_opens_the_checkout(
+    client, merchant, session
+):
+    form = client.get(f"/pay/m/{merchant.code}")
+    opened = client.post(f"/pay/m/{merchant.code}", data={"amount": "6.80"})
+    checkout = client.get(opened.headers["Location"])
+
+    assert form.status_code == 200
+    assert opened.status_code == 302
+    assert "6.80" in checkout.text
+    assert 'data-testid="instruction"' in checkout.text
+
+
+def test_assign_cashier_from_the_cli(app, session, merchant, sign_in_operator):
+    sign_in_operator(Role.CASHIER)
+    from campus.auth import Operator
+
+    username = session.query(Operator).order_by(Operator.id.desc()).first().username
+
+    result = app.test_cli_runner().invoke(
+        args=[
+            "pos",
+            "assign-cashier",
+            "--operator",
+            username,
+            "--merchant",
+            merchant.code,
+        ]
+    )
+
+    assert result.exit_code == 0
+    session.rollback()
+    assert session.query(CashierMerchant).count() == 1
