@@ -401,8 +401,13 @@ def _audit(
 
 
 def _locked_valid(session: Session, issuance_id: int) -> Issuance:
+    # ``of``: the student and person are joined in eagerly, and PostgreSQL
+    # refuses to lock the nullable side of an outer join.
     issuance = session.scalar(
-        select(Issuance).where(Issuance.id == issuance_id).with_for_update()
+        select(Issuance)
+        .where(Issuance.id == issuance_id)
+        .with_for_update(of=Issuance)
+        .execution_options(populate_existing=True)
     )
     if issuance is None:
         raise NotFound()

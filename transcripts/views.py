@@ -43,8 +43,13 @@ from flask_limiter import Limiter
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response
 
-from campus.auth import Role, current_operator, current_student, requires_role
-from campus.auth import requires_student as _requires_student
+from campus.auth import (
+    Role,
+    current_operator,
+    current_student,
+    requires_role,
+    requires_student,
+)
 from campus.database import db, utcnow
 from campus.errors import CampusError, NotFound
 from transcripts import batches, registry, sharing
@@ -74,10 +79,6 @@ def _now() -> dt.datetime:
 def _operator_actor() -> str:
     operator = current_operator()
     return f"operator:{operator.username}" if operator else "operator:?"
-
-
-def requires_student(view: Any) -> Any:
-    return _requires_student(view)
 
 
 def _pdf(data: bytes, name: str, inline: bool = False) -> Response:

@@ -104,3 +104,36 @@ def test_the_registrar_page_finds_a_student_and_lists_batches(
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert "司马迁" in text and "按届别批量签发" in text
+
+
+def test_a_batch_started_by_the_registrar_runs_and_reports_progress(
+    session, client, sign_in_operator
+):
+    from transcripts import views
+
+    for _ in range(2):
+        student = make_student(session, college_zh="网页批次学院")
+        give_grades(session, student, terms=1)
+    session.commit()
+    sign_in_operator(Role.REGISTRAR)
+
+    started = client.post(
+        "/registrar/transcripts/batches",
+        data={"college": "网页批次学院", "year": "2026"},
+    )
+    batch_id = int(started.headers["Location"].rsplit("/", 1)[1])
+    views._running[batch_id].join(timeout=120)
+    progress = client.get(f"/api/transcripts/batches/{batch_id}").get_json()
+    page = client.get(f"/registrar/transcripts/batches/{batch_id}?lang=en")
+
+    assert started.status_code == 302
+    assert progress == {
+        "batch_id": batch_id,
+        "total": 2,
+        "issued": 2,
+        "failed": 0,
+        "pending": 0,
+        "finished": True,
+        "failures": [],
+    }
+    assert "2 of 2 issued, 0 failed" in page.get_data(as_text=True)
