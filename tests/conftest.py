@@ -210,9 +210,11 @@ PHONE = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright, headless; no browser is downloaded."""
+    """Debian's Chromium driven by Playwright, headless; no browser is downloaded.
+    Started per test: Playwright's sync API runs an event loop while it is open,
+    and another test module's own Playwright must not find one running."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
