@@ -20,6 +20,7 @@ from payments.money import format_yuan
 from reconciliation.matching import FINANCE_LABELS, FindingKind
 from reconciliation.models import Discrepancy, DiscrepancyStatus, ReconciliationRun
 from reconciliation.resolution import Decision, resolve
+from reconciliation.settlement import MerchantStatement
 
 bp = APIBlueprint(
     "reconciliation", __name__, tag="Reconciliation", template_folder="templates"
@@ -230,6 +231,120 @@ def finance_page() -> Any:
         labels=FINANCE_LABELS,
         can_resolve=current_operator().has_role(Role.FINANCE),  # type: ignore[union-attr]
         error=error,
+    )
+
+
+class StatementOut(Schema):
+    merchant = fields.String()
+    day = fields.Date()
+    gross_by_channel = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={"description": "fen per channel"},
+    )
+    gross_fen = fields.Integer()
+    refunds_fen = fields.Integer()
+    fees_fen = fields.Integer()
+    net_fen = fields.Integer()
+    entry_id = fields.Integer(
+        allow_none=True, metadata={"description": "the payout's journal entry"}
+    )
+
+
+class StatementQuery(Schema):
+    merchant = fields.String(load_default=None)
+    day = fields.Date(load_default=None)
+
+
+STATEMENT_COLUMNS = (
+    "merchant",
+    "day",
+    "gross_fen",
+    "refunds_fen",
+    "fees_fen",
+    "net_fen",
+    "entry_id",
+)
+
+
+def statement_out(row: MerchantStatement) -> dict[str, Any]:
+    return {
+        "merchant": row.merchant,
+        "day": row.day,
+        "gross_by_channel": json.loads(row.gross_by_channel),
+        "gross_fen": row.gross_fen,
+        "refunds_fen": row.refunds_fen,
+        "fees_fen": row.fees_fen,
+        "net_fen": row.net_fen,
+        "entry_id": row.entry_id,
+    }
+
+
+def _statements(merchant: str | None, day: dt.date | None) -> list[MerchantStatement]:
+    query = select(MerchantStatement).order_by(
+        MerchantStatement.day.desc(), MerchantStatement.merchant
+    )
+    if merchant:
+        query = query.where(MerchantStatement.merchant == merchant)
+    if day:
+        query = query.where(MerchantStatement.day == day)
+    return list(db.session.scalars(query.limit(1000)))
+
+
+@bp.get("/api/reconciliation/statements")
+@bp.input(StatementQuery, location="query", arg_name="query")
+@bp.output(StatementOut(many=True))
+@bp.doc(summary="Merchant settlement statements", responses=[401, 403])
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def statements_api(query: dict[str, Any]) -> list[dict[str, Any]]:
+    return [statement_out(row) for row in _statements(query["merchant"], query["day"])]
+
+
+@bp.get("/reconciliation/statements.csv")
+@bp.doc(summary="Merchant statements as CSV", responses=[401, 403])
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def statements_csv() -> Response:
+    merchant = request.args.get("merchant")
+    rows = _statements(merchant, None)
+    buffer = io.StringIO()
+    buffer.write("\ufeff")
+    writer = csv.writer(buffer)
+    channels = sorted({c for row in rows for c in json.loads(row.gross_by_channel)})
+    writer.writerow(
+        [
+            *STATEMENT_COLUMNS[:2],
+            *(f"gross_{c}_fen" for c in channels),
+            *STATEMENT_COLUMNS[2:],
+        ]
+    )
+    for row in rows:
+        gross = json.loads(row.gross_by_channel)
+        out = statement_out(row)
+        writer.writerow(
+            [
+                out["merchant"],
+                out["day"],
+                *(gross.get(c, 0) for c in channels),
+                *(out[c] if out[c] is not None else "" for c in STATEMENT_COLUMNS[2:]),
+            ]
+        )
+    name = f"statements-{merchant or 'all'}.csv"
+    return Response(
+        buffer.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f"attachment; filename={name}"},
+    )
+
+
+@bp.get("/reconciliation/merchants/<code>")
+@bp.doc(hide=True)
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def merchant_page(code: str) -> str:
+    return render_template(
+        "reconciliation/merchant.html",
+        merchant=code,
+        statements=[statement_out(row) for row in _statements(code, None)],
+        format_yuan=format_yuan,
     )
 
 

@@ -112,3 +112,31 @@ def test_a_day_of_more_refunds_than_takings_pays_nothing_out(
     assert row.entry_id is None
     session.refresh(merchant.payable)
     assert merchant.payable.balance_fen == 700
+
+
+def test_finance_reads_statements_as_json_csv_and_a_page(
+    client, session, make_card, merchant, sign_in_operator
+):
+    from campus.auth import Role
+
+    card = make_card(balance_fen=5000)
+    pay_from_wallet(session, card.number, merchant, 1250, idempotency_ref="p")
+    session.commit()
+    start, end = _bounds()
+    settle_merchants(session, DAY, start, end)
+    session.commit()
+    code = merchant.code
+    sign_in_operator(Role.REGISTRAR)
+    refused = client.get("/api/reconciliation/statements")
+    sign_in_operator(Role.FINANCE)
+
+    listed = client.get(f"/api/reconciliation/statements?merchant={code}")
+    csv = client.get(f"/reconciliation/statements.csv?merchant={code}")
+    page = client.get(f"/reconciliation/merchants/{code}")
+
+    assert refused.status_code == 403
+    assert listed.json[0]["gross_by_channel"] == {"campus": 1250}
+    assert listed.json[0]["net_fen"] == 1250 and listed.json[0]["entry_id"]
+    lines = csv.get_data(as_text=True).lstrip("\ufeff").splitlines()
+    assert lines[0].startswith("merchant,day,gross_campus_fen")
+    assert "12.50" in page.get_data(as_text=True)
