@@ -101,11 +101,11 @@ def pooled(app, college: str, workers: int) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="6 documents (12 for 2 workers)"
+        "--quick", action="store_true", help="5 documents (10 for 2 workers)"
     )
     parser.add_argument("--documents", type=int, default=40)
     arguments = parser.parse_args()
-    count = 6 if arguments.quick else arguments.documents
+    count = 5 if arguments.quick else arguments.documents
 
     from alembic import command as alembic_command
 

@@ -12,10 +12,12 @@ carries its item's id under a unique constraint. So:
 - failures are kept on their items with the step and message, listed at the end,
   and retried only when asked.
 
-Workers are a local process pool by default (``spawn``: each worker builds its
-own app, database engine and signer; the font and keys are loaded once per
-worker). Known gap: the Redis-backed pool (RQ or Celery) that lets several
-machines share one cohort is not built. The seam is ``issue_item``: it takes only
+Workers are a local process pool by default (forked from a fork server that
+has the libraries imported; each worker builds its own app, database engine and
+signer, and loads the font and keys once).
+
+Known gap: the Redis-backed pool (RQ or Celery) that lets several machines share
+one cohort is not built. The seam is ``issue_item``: it takes only
 an item id, so an RQ job would be ``queue.enqueue(issue_item, item_id)`` with a
 worker whose start-up calls ``worker_init``; ``run_batch`` would then watch the
 item rows instead of futures. ``CAMPUS_TRANSCRIPTS_BATCH_BACKEND`` refuses any
@@ -351,7 +353,7 @@ def run_batch(
         # The signing service's trust services (development TSA, OCSP, CRLs)
         # start here once, not in whichever worker signs first and may die.
         _prepare_signing(app)
-        context = multiprocessing.get_context("spawn")
+        context = _worker_context()
         with concurrent.futures.ProcessPoolExecutor(
             max_workers=count,
             mp_context=context,
@@ -382,6 +384,19 @@ def run_batch(
         extra={"batch": batch_id, "issued": state.issued, "failed": state.failed},
     )
     return state
+
+
+def _worker_context() -> Any:
+    """Workers come from a fork server that has imported the heavy libraries
+    once (reportlab, pyHanko, SQLAlchemy, the app's packages): a new worker then
+    costs a fork and an app, not a fresh interpreter's imports. The server is
+    single-threaded, so forking it is safe, unlike forking this process, whose
+    threads (web server, trust services) may hold locks."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        ["campus", "transcripts.batches", "transcripts.layout", "signing.service"]
+    )
+    return context
 
 
 def _prepare_signing(app: Flask) -> None:
