@@ -19,7 +19,7 @@ from campus.auth import Role, current_operator, requires_role
 from campus.database import db
 from campus.errors import InvalidInput
 from payments import purse
-from payments.merchants import find_merchant
+from payments.merchants import Merchant, find_merchant
 from payments.pos import refunds, service
 from payments.pos.config import pos_config
 from payments.pos.models import PaymentState, PosPayment, RefundDestination
@@ -170,9 +170,9 @@ class QrOrderIn(Schema):
 def open_qr(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     terminal = current_terminal()
     payment = service.open_qr_order(
-        terminal.merchant,
+        db.session.get_one(Merchant, terminal.merchant_id),
         body["amount_fen"],
-        terminal=terminal,
+        terminal_id=terminal.id,
         order_no=body["order_no"],
         body_hash=_body_hash(),
     )

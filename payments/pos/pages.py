@@ -43,6 +43,7 @@ from payments.money import format_yuan, parse_fen
 from payments.pos import refunds, service
 from payments.pos.config import pos_config
 from payments.pos.models import PaymentState, PosPayment, PosRefund, RefundDestination
+from payments.pos.terminal_auth import SignedBy
 from payments.top_up_pages import payer_environment, qr_svg
 from payments.topups import business_day_bounds
 
@@ -258,7 +259,7 @@ def web_pos() -> str:
             order_no = request.form.get("order_no") or secrets.token_hex(8)
             code = request.form.get("code", "").strip()
             result = service.pay(
-                terminal,
+                SignedBy.of(terminal),
                 service.PayRequest(
                     order_no=order_no,
                     amount_fen=amount,

@@ -33,6 +33,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from flask import request
 from flask_babel import lazy_gettext
@@ -52,6 +53,22 @@ TIMESTAMP_HEADER = "X-Timestamp"
 NONCE_HEADER = "X-Nonce"
 SIGNATURE_HEADER = "X-Signature"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+class SignedBy(NamedTuple):
+    """The terminal a request was verified for: what the payment path needs of
+    it, read once, before the nonce's commit expires the ORM objects."""
+
+    id: int
+    key_id: str
+    merchant_id: int
+    merchant_code: str
+
+    @classmethod
+    def of(cls, terminal: Terminal) -> SignedBy:
+        return cls(
+            terminal.id, terminal.key_id, terminal.merchant_id, terminal.merchant.code
+        )
 
 
 class SignatureRefused(AuthenticationRequired):
@@ -147,6 +164,7 @@ def verify(headers: Mapping[str, str], method: str, path: str, body: bytes) -> T
     if not terminal.enabled or not terminal.merchant.active:
         logger.warning("terminal_disabled", extra=log)
         raise TerminalDisabled()
+    signed_by = SignedBy.of(terminal)
     terminal_id = terminal.id
     session.rollback()
     try:
@@ -164,18 +182,19 @@ def verify(headers: Mapping[str, str], method: str, path: str, body: bytes) -> T
             lazy_gettext("This request was already received (nonce reused)."),
             reason="nonce",
         ) from None
-    return db.session.get_one(Terminal, terminal_id)
+    return signed_by
 
 
-def current_terminal() -> Terminal:
+def current_terminal() -> SignedBy:
     """Verify the request being served; cached for the request (in its environ,
     not ``g``: an app context, and so ``g``, can outlive one request)."""
     if "campus.terminal" not in request.environ:
         path = request.full_path if request.query_string else request.path
         request.environ["campus.terminal"] = verify(
             request.headers, request.method, path, request.get_data(cache=True)
-        ).id
-    return db.session.get_one(Terminal, request.environ["campus.terminal"])
+        )
+    signed_by: SignedBy = request.environ["campus.terminal"]
+    return signed_by
 
 
 def prune_nonces(now: dt.datetime) -> int:
