@@ -407,18 +407,30 @@ def _record(top_up: TopUp) -> OrderRecord:
 def _paid_between(
     session: Session, channel: str, start: dt.datetime, end: dt.datetime
 ) -> Iterator[OrderRecord]:
+    # Columns, not entities: a night's run reads a million of these, and an ORM
+    # object per row costs about ten times the time and memory of the record.
     rows = session.execute(
-        select(TopUp)
+        select(
+            TopUp.out_trade_no, TopUp.amount_fen, TopUp.transaction_id, TopUp.paid_at
+        )
         .where(
             TopUp.channel == channel,
             TopUp.state == TopUpState.SUCCEEDED,
             TopUp.paid_at >= start,
             TopUp.paid_at < end,
         )
-        .execution_options(yield_per=5000)
-    ).scalars()
-    for top_up in rows:
-        yield _record(top_up)
+        .execution_options(yield_per=10_000)
+    )
+    for out_trade_no, amount_fen, transaction_id, paid_at in rows:
+        yield OrderRecord(
+            "top_up",
+            out_trade_no,
+            channel,
+            _RECORD_STATES[TopUpState.SUCCEEDED],
+            amount_fen,
+            transaction_id,
+            paid_at,
+        )
 
 
 def _record_of(session: Session, out_trade_no: str) -> OrderRecord | None:

@@ -7,14 +7,14 @@ refund's own number and amount); an Alipay bill line is a ``交易`` or a ``退�
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from reconciliation.bills.alipay import REFUND as ALIPAY_REFUND
 from reconciliation.bills.alipay import AlipayBill
-from reconciliation.bills.wechat import WechatBill
+from reconciliation.bills.wechat import WechatBill, read_trade_bill
 
 
 class LineKind(enum.StrEnum):
@@ -34,8 +34,11 @@ class ChannelState(enum.StrEnum):
     REFUND_FAILED = "refund_failed"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class BillLine:
+class BillLine(NamedTuple):
+    """One line of a bill. A named tuple rather than a frozen dataclass: a run
+    makes a million of them, and a frozen dataclass takes several times as long
+    to build."""
+
     kind: LineKind
     state: ChannelState
     out_trade_no: str
@@ -94,6 +97,56 @@ def wechat_lines(bill: WechatBill) -> Iterator[BillLine]:
             traded_at=row.traded_at,
             line=row.line,
         )
+
+
+def wechat_bill_lines(content: bytes | str) -> Iterator[BillLine]:
+    """The same lines as ``wechat_lines(parse_trade_bill(content))``, read one at a
+    time without the full rows: what a nightly run over a million lines uses.
+    Raises ``BillFormatError`` as ``read_trade_bill`` does, possibly only at the
+    end: act on none of the lines until the iteration has finished."""
+    refund_states = _WECHAT_REFUND_STATES
+    states = _WECHAT_STATES
+    payment, refund, paid = LineKind.PAYMENT, LineKind.REFUND, ChannelState.PAID
+    for (
+        line,
+        traded_at,
+        transaction_id,
+        out_trade_no,
+        trade_state,
+        settled_fen,
+        refund_id,
+        out_refund_no,
+        refund_fen,
+        refund_state,
+        fee_fen,
+        order_fen,
+    ) in read_trade_bill(content):
+        if trade_state == "REFUND":
+            yield BillLine(
+                refund,
+                refund_states.get(refund_state.upper(), ChannelState.REFUND_PENDING),
+                out_trade_no,
+                transaction_id,
+                abs(refund_fen),
+                fee_fen,
+                traded_at,
+                out_refund_no,
+                refund_id,
+                line,
+            )
+        else:
+            yield BillLine(
+                payment,
+                states.get(trade_state.upper(), paid),
+                out_trade_no,
+                transaction_id,
+                order_fen or settled_fen,
+                fee_fen,
+                traded_at,
+                "",
+                "",
+                line,
+            )
 
 
 def alipay_lines(bill: AlipayBill) -> Iterator[BillLine]:

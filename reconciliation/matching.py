@@ -138,41 +138,7 @@ def match_refunds(
         if line.kind is not LineKind.REFUND:
             continue
         refund = ours.pop(line.out_refund_no, None) or lookup(line.out_refund_no)
-        key = line.out_refund_no or line.refund_id
-        if refund is None:
-            yield Finding(
-                FindingKind.REFUND_MISMATCH,
-                key,
-                line,
-                note="a refund at the channel we have no record of",
-            )
-        elif line.state is ChannelState.REFUNDED and refund.state != "succeeded":
-            yield Finding(
-                FindingKind.REFUND_MISMATCH,
-                key,
-                line,
-                refund,
-                repairable=refund.state == "processing",
-                note=f"refunded at the channel, {refund.state} here",
-            )
-        elif line.state is not ChannelState.REFUNDED and refund.state == "succeeded":
-            yield Finding(
-                FindingKind.REFUND_MISMATCH,
-                key,
-                line,
-                refund,
-                note=f"{line.state.value} at the channel, succeeded here",
-            )
-        elif refund.amount_fen != line.amount_fen:
-            yield Finding(
-                FindingKind.REFUND_MISMATCH,
-                key,
-                line,
-                refund,
-                note=f"{line.amount_fen} fen at the channel, {refund.amount_fen} here",
-            )
-        else:
-            yield Finding(FindingKind.MATCHED, key, line, refund)
+        yield _refund_finding(line, refund)
     for refund in ours.values():
         yield Finding(
             FindingKind.REFUND_MISMATCH,
@@ -180,6 +146,43 @@ def match_refunds(
             ours=refund,
             note="refunded here, not in the bill",
         )
+
+
+def _refund_finding(line: BillLine, refund: RefundRecord | None) -> Finding:
+    key = line.out_refund_no or line.refund_id
+    if refund is None:
+        return Finding(
+            FindingKind.REFUND_MISMATCH,
+            key,
+            line,
+            note="a refund at the channel we have no record of",
+        )
+    if line.state is ChannelState.REFUNDED and refund.state != "succeeded":
+        return Finding(
+            FindingKind.REFUND_MISMATCH,
+            key,
+            line,
+            refund,
+            repairable=refund.state == "processing",
+            note=f"refunded at the channel, {refund.state} here",
+        )
+    if line.state is not ChannelState.REFUNDED and refund.state == "succeeded":
+        return Finding(
+            FindingKind.REFUND_MISMATCH,
+            key,
+            line,
+            refund,
+            note=f"{line.state.value} at the channel, succeeded here",
+        )
+    if refund.amount_fen != line.amount_fen:
+        return Finding(
+            FindingKind.REFUND_MISMATCH,
+            key,
+            line,
+            refund,
+            note=f"{line.amount_fen} fen at the channel, {refund.amount_fen} here",
+        )
+    return Finding(FindingKind.MATCHED, key, line, refund)
 
 
 def expected_fee_fen(amount_fen: int, rate_per_10000: int) -> int:
@@ -197,6 +200,12 @@ def check_fees(lines: Iterable[BillLine], rate_per_10000: int) -> Finding | None
             charged += line.fee_fen
             expected += expected_fee_fen(line.amount_fen, rate_per_10000)
             count += 1
+    return _fee_finding(charged, expected, count, rate_per_10000)
+
+
+def _fee_finding(
+    charged: int, expected: int, count: int, rate_per_10000: int
+) -> Finding | None:
     if abs(charged - expected) > 0:
         return Finding(
             FindingKind.FEE_MISMATCH,
@@ -205,3 +214,126 @@ def check_fees(lines: Iterable[BillLine], rate_per_10000: int) -> Finding | None
             f"contract rate of {rate_per_10000 / 100:.2f} %",
         )
     return None
+
+
+class DayMatch:
+    """Matching a bill fed one line at a time, for days of a million lines.
+
+    The same findings as ``match_payments``, ``match_refunds`` and
+    ``check_fees`` together, but a line that matches one of the day's own orders
+    is only counted, not kept: ``matched`` says how many, ``merchant_fees``
+    keeps what settlement needs of them. ``add`` touches no database; lines whose
+    order (or refund) is not among the day's wait in memory for ``finish``, which
+    looks them up, so a caller can refuse the bill before anything is read
+    beyond the day's orders."""
+
+    def __init__(
+        self,
+        paid: MutableMapping[str, OrderRecord],
+        refunded: MutableMapping[str, RefundRecord],
+        fee_rate_per_10000: int,
+    ) -> None:
+        self._paid = paid
+        self._refunded = refunded
+        self._rate = fee_rate_per_10000
+        self._elsewhere: list[BillLine] = []
+        self._findings: list[Finding] = []
+        self.lines = 0
+        self.matched = 0
+        self.fee_fen = 0
+        """The channel's fees over every line, as the bill states them."""
+        self.merchant_fees: list[tuple[str, str, int]] = []
+        """(out_trade_no, merchant, fee) of each matched merchant payment."""
+        self._charged = self._expected = self._charged_lines = 0
+
+    def add(self, line: BillLine) -> None:
+        self.lines += 1
+        self.fee_fen += line.fee_fen
+        if line.kind is LineKind.PAYMENT:
+            if line.state is ChannelState.PAID:
+                self._charged += line.fee_fen
+                self._expected += expected_fee_fen(line.amount_fen, self._rate)
+                self._charged_lines += 1
+            order = self._paid.pop(line.out_trade_no, None)
+            if order is None:
+                self._elsewhere.append(line)
+                return
+            if (
+                line.state is ChannelState.PAID
+                and order.state == "paid"
+                and order.amount_fen == line.amount_fen
+                and (
+                    not order.transaction_id
+                    or order.transaction_id == line.transaction_id
+                )
+            ):
+                # What _payment_finding calls matched, decided without building
+                # the finding: nearly every line of a day takes this way.
+                self.matched += 1
+                if order.merchant:
+                    self.merchant_fees.append(
+                        (line.out_trade_no, order.merchant, line.fee_fen)
+                    )
+                return
+            finding = _payment_finding(line, order)
+        else:
+            refund = self._refunded.pop(line.out_refund_no, None)
+            if refund is None:
+                self._elsewhere.append(line)
+                return
+            finding = _refund_finding(line, refund)
+        if finding.kind is FindingKind.MATCHED:
+            self._count_match(finding)
+        else:
+            self._findings.append(finding)
+
+    def _count_match(self, finding: Finding) -> None:
+        self.matched += 1
+        ours, line = finding.ours, finding.line
+        if (
+            isinstance(ours, OrderRecord)
+            and ours.merchant
+            and line is not None
+            and line.kind is LineKind.PAYMENT
+        ):
+            self.merchant_fees.append((finding.key, ours.merchant, line.fee_fen))
+
+    def finish(
+        self,
+        lookup_order: Callable[[str], OrderRecord | None],
+        lookup_refund: Callable[[str], RefundRecord | None],
+    ) -> list[Finding]:
+        """Every finding but the matches already counted: lines of orders not paid
+        on the day (a matched one among them is returned too, as it may close a
+        held item), then ours-only orders and refunds, then the fee check."""
+        findings = self._findings
+        for line in self._elsewhere:
+            if line.kind is LineKind.PAYMENT:
+                finding = _payment_finding(line, lookup_order(line.out_trade_no))
+            else:
+                finding = _refund_finding(line, lookup_refund(line.out_refund_no))
+            if finding.kind is FindingKind.MATCHED:
+                self._count_match(finding)
+            findings.append(finding)
+        self._elsewhere = []
+        findings.extend(
+            Finding(FindingKind.OURS_ONLY, order.out_trade_no, ours=order)
+            for order in self._paid.values()
+        )
+        findings.extend(
+            Finding(
+                FindingKind.REFUND_MISMATCH,
+                refund.out_refund_no,
+                ours=refund,
+                note="refunded here, not in the bill",
+            )
+            for refund in self._refunded.values()
+        )
+        self._paid.clear()
+        self._refunded.clear()
+        fee = _fee_finding(
+            self._charged, self._expected, self._charged_lines, self._rate
+        )
+        if fee is not None:
+            findings.append(fee)
+        return findings

@@ -23,11 +23,11 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,15 +46,9 @@ from payments.channels.base import (
 from payments.channels.wechat.channel import DamagedBill
 from payments.orders import OrderRecord, RefundRecord, SettleOutcome
 from reconciliation.bills.alipay import MalformedBill, parse_alipay_bill
-from reconciliation.bills.wechat import BillFormatError, parse_trade_bill
-from reconciliation.lines import BillLine, LineKind, alipay_lines, wechat_lines
-from reconciliation.matching import (
-    Finding,
-    FindingKind,
-    check_fees,
-    match_payments,
-    match_refunds,
-)
+from reconciliation.bills.wechat import BillFormatError
+from reconciliation.lines import BillLine, alipay_lines, wechat_bill_lines
+from reconciliation.matching import DayMatch, Finding, FindingKind
 from reconciliation.models import (
     Discrepancy,
     DiscrepancyStatus,
@@ -134,11 +128,14 @@ def reconcile_day(
     progress: Callable[[int, int], None] | None = None,
     batch: int = 1000,
     now: dt.datetime | None = None,
+    bill: Bill | None = None,
 ) -> RunReport:
     """Reconcile ``channel``'s bill for ``day`` (a business day in the settings'
     time zone) against our orders. Returns the finished run; raises for a run that
     could not finish (and records why). ``progress(done, total)`` is called after
-    each committed batch of ``batch`` findings."""
+    each committed batch of ``batch`` findings. ``bill`` is the day's bill when the
+    caller already has it (downloaded earlier, or kept from another run); without
+    it the run downloads it through the channel adapter."""
     settings = current_app.extensions["campus.settings"]
     now = now or clock.now()
     run = _claim(channel, day, now)
@@ -149,15 +146,22 @@ def reconcile_day(
         return run
     start, end = day_bounds(day, settings.zone)
     try:
-        bill = _download(channel, day, ready=now >= end + BILL_READY_AFTER)
+        if bill is None:
+            bill = _download(channel, day, ready=now >= end + BILL_READY_AFTER)
+        elif bill.channel != channel or bill.day != day:
+            raise BillRejected(
+                f"given the {bill.channel} bill of {bill.day}", channel=channel, day=day
+            )
         path = _keep(bill, Path(current_app.instance_path)) if bill else None
-        lines = _parse(bill, channel, day) if bill else []
+        # The bill is read and matched in one pass, in memory; nothing is written
+        # until its last line and its summary have been checked.
+        matched = _match(
+            channel, _lines(bill, channel, day) if bill else (), start, end
+        )
     except ReconciliationError as error:
         _fail(run.id, str(error))
         raise
-    counts = _match_and_record(
-        channel, day, lines, start, end, hold_days, progress, batch
-    )
+    counts = _record_all(channel, day, matched, start, hold_days, progress, batch)
     with db.transaction() as session:
         run = session.get_one(ReconciliationRun, run.id)
         run.state = RunState.FINISHED
@@ -165,7 +169,7 @@ def reconcile_day(
         run.locked_until = None
         run.bill_sha256 = bill.sha256 if bill else None
         run.bill_path = str(path) if path else None
-        run.lines = len(lines)
+        run.lines = matched.lines
         run.counts = json.dumps(counts, ensure_ascii=False, sort_keys=True)
         run.error = None
         report = RunReport.of(run)
@@ -279,14 +283,17 @@ def _keep(bill: Bill, instance: Path) -> Path:
     return path
 
 
-def _parse(bill: Bill, channel: str, day: dt.date) -> list[BillLine]:
+def _lines(bill: Bill, channel: str, day: dt.date) -> Iterator[BillLine]:
+    """The bill's lines one at a time; ``BillRejected`` (at the latest after the
+    last line) when the bill is malformed or disagrees with its own summary."""
     try:
         if channel == "wechat":
-            return list(wechat_lines(parse_trade_bill(bill.content)))
+            yield from wechat_bill_lines(bill.content)
+            return
         parsed = parse_alipay_bill(bill.content)
         if not parsed.totals_match_summary():
             raise MalformedBill("the lines do not add up to the summary")
-        return list(alipay_lines(parsed))
+        yield from alipay_lines(parsed)
     except (BillFormatError, MalformedBill) as error:
         raise BillRejected(str(error), channel=channel, day=day) from error
 
@@ -333,53 +340,94 @@ def _lookup_refund(session: Session) -> Callable[[str], RefundRecord | None]:
     return lookup
 
 
-def _match_and_record(
+@dataclasses.dataclass
+class _Matched:
+    """A day matched in memory, before anything is recorded."""
+
+    lines: int
+    matched: int
+    findings: list[Finding]
+    """Everything but the matches of the day's own orders, which are only
+    counted."""
+    fee_fen: int
+    merchant_fees: list[tuple[str, str, int]]
+
+
+def _match(
+    channel: str, lines: Iterable[BillLine], start: dt.datetime, end: dt.datetime
+) -> _Matched:
+    session = db.session()
+    try:
+        paid, refunded = _ours(session, channel, start, end)
+        matcher = DayMatch(paid, refunded, FEE_RATES.get(channel, 0))
+        for line in lines:
+            matcher.add(line)
+        del paid, refunded
+        # Only now, the bill being whole: the lines of orders not paid that day.
+        findings = matcher.finish(_lookup_order(session), _lookup_refund(session))
+    finally:
+        session.rollback()
+    return _Matched(
+        matcher.lines,
+        matcher.matched,
+        findings,
+        matcher.fee_fen,
+        matcher.merchant_fees,
+    )
+
+
+def _record_all(
     channel: str,
     day: dt.date,
-    lines: list[BillLine],
+    matched: _Matched,
     start: dt.datetime,
-    end: dt.datetime,
     hold_days: int,
     progress: Callable[[int, int], None] | None,
     batch: int,
 ) -> dict[str, int]:
-    session = db.session()
-    paid, refunded = _ours(session, channel, start, end)
-    findings: list[Finding] = [
-        *match_payments(lines, paid, _lookup_order(session)),
-        *match_refunds(lines, refunded, _lookup_refund(session)),
-    ]
-    fee = check_fees(lines, FEE_RATES.get(channel, 0))
-    if fee is not None:
-        findings.append(fee)
-    session.rollback()
-
     counts: Counter[str] = Counter()
+    if matched.matched:
+        counts[FindingKind.MATCHED.value] = matched.matched
+    findings = matched.findings
+    with db.transaction() as session:
+        # What an earlier, interrupted run of the day recorded: one query, not one
+        # per finding (a first run finds nothing and inserts every row at once).
+        known = {
+            (kind, key)
+            for kind, key in session.execute(
+                select(Discrepancy.kind, Discrepancy.key).where(
+                    Discrepancy.channel == channel, Discrepancy.day == day
+                )
+            )
+        }
+    total = matched.matched + len(findings)
     for offset in range(0, len(findings), batch):
         with db.transaction() as session:
+            rows: list[dict[str, object]] = []
             for finding in findings[offset : offset + batch]:
-                counts[finding.kind.value] += 1
-                outcome = _record(session, channel, day, finding, start, hold_days)
+                if finding.kind is not FindingKind.MATCHED:
+                    counts[finding.kind.value] += 1
+                outcome = _record(
+                    session, channel, day, finding, start, hold_days, known, rows
+                )
                 if outcome:
                     counts[outcome] += 1
+            if rows:
+                session.execute(insert(Discrepancy), rows)
         if progress is not None:
-            progress(min(offset + batch, len(findings)), len(findings))
+            progress(matched.matched + min(offset + batch, len(findings)), total)
+    if progress is not None and not findings:
+        progress(total, total)
     with db.transaction() as session:
         counts["released"] = _release_expired_holds(session, channel, day)
-        counts["fees_fen"] = _book_fees(session, channel, day, lines, findings)
+        counts["fees_fen"] = _book_fees(session, channel, day, matched)
     return dict(counts)
 
 
-def _book_fees(
-    session: Session,
-    channel: str,
-    day: dt.date,
-    lines: list[BillLine],
-    findings: list[Finding],
-) -> int:
+def _book_fees(session: Session, channel: str, day: dt.date, matched: _Matched) -> int:
     """Book the day's fees as the bill states them (the channel kept them out of
     what it pays us), and remember each merchant payment's fee for settlement."""
-    total = sum(line.fee_fen for line in lines)
+    total = matched.fee_fen
     if total > 0:
         ledger.transfer(
             session,
@@ -391,20 +439,7 @@ def _book_fees(
             memo=f"{channel} fees of {day.isoformat()}",
             created_by="reconciliation",
         )
-    record_fees(
-        session,
-        channel,
-        day,
-        [
-            (finding.key, finding.ours.merchant, finding.line.fee_fen)
-            for finding in findings
-            if finding.kind is FindingKind.MATCHED
-            and isinstance(finding.ours, OrderRecord)
-            and finding.ours.merchant
-            and finding.line is not None
-            and finding.line.kind is LineKind.PAYMENT
-        ],
-    )
+    record_fees(session, channel, day, matched.merchant_fees)
     return total
 
 
@@ -415,67 +450,62 @@ def _record(
     finding: Finding,
     start: dt.datetime,
     hold_days: int,
+    known: set[tuple[str, str]],
+    rows: list[dict[str, object]],
 ) -> str | None:
-    """Record one finding; returns an extra count name (``repaired``, ``held``,
-    ``matched_late``) when something beyond recording happened."""
+    """Record one finding as a row to insert into ``rows`` (unless ``known`` has
+    it); returns an extra count name (``repaired``, ``held``, ``matched_late``)
+    when something beyond recording happened."""
     if finding.kind is FindingKind.MATCHED:
         order = finding.ours
         if isinstance(order, OrderRecord) and order.paid_at and order.paid_at < start:
             return _close_held(session, channel, order.out_trade_no)
         return None
-    if _existing(session, channel, day, finding) is not None:
+    identity = (finding.kind.value, finding.key[:64])
+    if identity in known:
         return None
+    known.add(identity)
 
     line, ours = finding.line, finding.ours
-    discrepancy = Discrepancy(
-        channel=channel,
-        day=day,
-        kind=finding.kind.value,
-        key=finding.key[:64],
-        status=DiscrepancyStatus.OPEN,
-        repairable=finding.repairable,
-        order_kind=getattr(ours, "kind", None),
-        merchant=getattr(ours, "merchant", None),
-        out_trade_no=(
+    discrepancy: dict[str, object] = {
+        "channel": channel,
+        "day": day,
+        "kind": finding.kind.value,
+        "key": finding.key[:64],
+        "status": DiscrepancyStatus.OPEN,
+        "repairable": finding.repairable,
+        "order_kind": getattr(ours, "kind", None),
+        "merchant": getattr(ours, "merchant", None),
+        "out_trade_no": (
             line.out_trade_no if line else getattr(ours, "out_trade_no", None)
         ),
-        transaction_id=line.transaction_id if line else None,
-        out_refund_no=(line.out_refund_no if line else None)
+        "transaction_id": line.transaction_id if line else None,
+        "out_refund_no": (line.out_refund_no if line else None)
         or getattr(ours, "out_refund_no", None),
-        our_state=getattr(ours, "state", None),
-        channel_state=line.state.value if line else None,
-        our_amount_fen=getattr(ours, "amount_fen", None),
-        channel_amount_fen=line.amount_fen if line else None,
-        bill_line=line.line if line else None,
-        note=finding.note[:255],
-    )
+        "our_state": getattr(ours, "state", None),
+        "channel_state": line.state.value if line else None,
+        "our_amount_fen": getattr(ours, "amount_fen", None),
+        "channel_amount_fen": line.amount_fen if line else None,
+        "bill_line": line.line if line else None,
+        "note": finding.note[:255],
+        "hold_until": None,
+        "closed_at": None,
+        "resolved_by": None,
+        "found_at": utcnow(),
+    }
     extra = None
     if finding.kind is FindingKind.OURS_ONLY and hold_days > 0:
-        discrepancy.status = DiscrepancyStatus.HELD
-        discrepancy.hold_until = day + dt.timedelta(days=hold_days)
+        discrepancy["status"] = DiscrepancyStatus.HELD
+        discrepancy["hold_until"] = day + dt.timedelta(days=hold_days)
         extra = "held"
     if finding.repairable and finding.kind is FindingKind.CHANNEL_ONLY and line:
         if _repair(session, channel, line, finding):
-            discrepancy.status = DiscrepancyStatus.REPAIRED
-            discrepancy.closed_at = utcnow()
-            discrepancy.resolved_by = "reconciliation"
+            discrepancy["status"] = DiscrepancyStatus.REPAIRED
+            discrepancy["closed_at"] = utcnow()
+            discrepancy["resolved_by"] = "reconciliation"
             extra = "repaired"
-    session.add(discrepancy)
-    session.flush()
+    rows.append(discrepancy)
     return extra
-
-
-def _existing(
-    session: Session, channel: str, day: dt.date, finding: Finding
-) -> int | None:
-    return session.scalar(
-        select(Discrepancy.id).where(
-            Discrepancy.channel == channel,
-            Discrepancy.day == day,
-            Discrepancy.kind == finding.kind.value,
-            Discrepancy.key == finding.key[:64],
-        )
-    )
 
 
 def _repair(session: Session, channel: str, line: BillLine, finding: Finding) -> bool:

@@ -7,6 +7,7 @@ import datetime as dt
 from payments.orders import OrderRecord, RefundRecord
 from reconciliation.lines import BillLine, ChannelState, LineKind
 from reconciliation.matching import (
+    DayMatch,
     FindingKind,
     check_fees,
     expected_fee_fen,
@@ -151,3 +152,65 @@ def test_fees_at_the_contract_rate_pass_and_others_are_found():
     finding = check_fees(greedy, 60)
     assert finding is not None and finding.kind is FindingKind.FEE_MISMATCH
     assert expected_fee_fen(1250, 60) == 8  # 7.5 fen rounds half up
+
+
+def test_a_day_matched_line_by_line_finds_what_the_whole_bill_matching_finds():
+    lines = [
+        _line("A"),
+        _line("B"),
+        _line("C", amount=1200),
+        _line("D"),
+        _line("E", state=ChannelState.REVERSED),
+        _line("F"),
+        _line("H", fee=5),
+        _line("P", kind=LineKind.REFUND, state=ChannelState.REFUNDED, refund="R1"),
+        _line("P", kind=LineKind.REFUND, state=ChannelState.REFUNDED, refund="R9"),
+    ]
+
+    def ours():
+        return {n: _order(n) for n in "ACEGH"}
+
+    elsewhere = {"D": _order("D", state="unpaid"), "F": _order("F", state="closed")}
+    refund = RefundRecord(
+        kind="pos_refund",
+        out_refund_no="R1",
+        out_trade_no="P",
+        channel="wechat",
+        state="succeeded",
+        amount_fen=1000,
+        refund_id=None,
+        refunded_at=AT,
+    )
+    whole = [
+        *match_payments(lines, ours(), elsewhere.get),
+        *match_refunds(lines, {"R1": refund}, {}.get),
+    ]
+    fee = check_fees(lines, 60)
+    assert fee is not None
+    whole.append(fee)
+
+    day = DayMatch(ours(), {"R1": refund}, 60)
+    for line in lines:
+        day.add(line)
+    found = day.finish(elsewhere.get, {}.get)
+
+    matched = [f for f in whole if f.kind is FindingKind.MATCHED]
+    assert sorted(found, key=repr) == sorted(
+        (f for f in whole if f.kind is not FindingKind.MATCHED), key=repr
+    )
+    assert day.matched == len(matched) == 3  # A, H and the refund R1
+    assert day.lines == len(lines)
+    assert day.fee_fen == sum(line.fee_fen for line in lines)
+    # Matched merchant payments keep their fee for settlement, nothing else.
+    assert day.merchant_fees == [("A", "C1W01", 6), ("H", "C1W01", 5)]
+
+
+def test_a_matched_line_of_an_order_paid_another_day_is_returned_to_close_its_hold():
+    earlier = _order("Y")
+    day = DayMatch({}, {}, 60)
+    day.add(_line("Y"))
+
+    [finding] = day.finish({"Y": earlier}.get, {}.get)
+
+    assert finding.kind is FindingKind.MATCHED and finding.ours is earlier
+    assert day.matched == 1

@@ -3,7 +3,9 @@ WeChat Pay bill: each planted problem lands under its kind, each named by outcom
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from payments import ledger
+from payments.channels import channel_for
 from payments.topups import TopUpState, find_top_up
 from reconciliation.models import Discrepancy, DiscrepancyStatus, RunState
 from reconciliation.run import BillRejected, RunInProgress, reconcile_day
@@ -261,3 +264,33 @@ def test_a_run_killed_half_way_is_finished_by_the_next_one(
     session.rollback()
     assert shopper.card.wallet.balance_fen == 1000 + 4 * 1000
     assert ledger.check_ledger(session) == []
+
+
+def test_a_bill_given_to_the_run_is_checked_like_a_downloaded_one(
+    live_app, shopper, session, trading_day
+):
+    live_app.sandbox.faults.set("wechat", "notification", "drop")
+    number = _pay(live_app, shopper)
+    _after_bills_are_ready(live_app, trading_day)
+    bill = _in_app(live_app, lambda: channel_for("wechat").download_bill(trading_day))
+    text = bill.content.decode()
+    summary = text.rstrip("\r\n").rsplit("\r\n", 1)[1]
+    wrong = text.replace(summary, summary.replace("`1,", "`2,", 1)).encode()
+    miscounted = dataclasses.replace(
+        bill, content=wrong, sha256=hashlib.sha256(wrong).hexdigest()
+    )
+    another_day = dataclasses.replace(bill, day=trading_day + dt.timedelta(days=1))
+
+    with pytest.raises(BillRejected, match="summary counts 2 rows"):
+        _reconcile(live_app, trading_day, bill=miscounted)
+    with pytest.raises(BillRejected, match="given the wechat bill of"):
+        _reconcile(live_app, trading_day, bill=another_day)
+    assert _discrepancies(session, trading_day) == {}
+    assert find_top_up(session, number).state is TopUpState.PAYING
+
+    run = _reconcile(live_app, trading_day, bill=bill)
+
+    assert run.state is RunState.FINISHED and run.counts["repaired"] == 1
+    assert _discrepancies(session, trading_day) == {
+        number: ("channel_only", "repaired")
+    }

@@ -7,7 +7,13 @@ import datetime as dt
 
 import pytest
 
-from reconciliation.bills.wechat import BillFormatError, fen, parse_trade_bill
+from reconciliation.bills.wechat import (
+    BillFormatError,
+    fen,
+    parse_trade_bill,
+    read_trade_bill,
+)
+from reconciliation.lines import wechat_bill_lines, wechat_lines
 
 HEADER = (
     "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,"
@@ -137,3 +143,71 @@ def test_yuan_to_fen_is_exact(text: str, expected: int) -> None:
 def test_amounts_that_are_not_whole_fen_are_refused(text: str) -> None:
     with pytest.raises(BillFormatError):
         fen(text, line=1, column="x")
+
+
+def _streamed(content: bytes) -> list:
+    return list(wechat_bill_lines(content))
+
+
+def test_the_streaming_reader_gives_the_lines_of_the_whole_bill_parser() -> None:
+    content = bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, SUMMARY)
+
+    assert _streamed(content) == list(wechat_lines(parse_trade_bill(content)))
+    [entry, *_] = read_trade_bill(content)
+    assert entry[:4] == (2, entry[1], "4200000001202603011234567890", "T1")
+    assert entry[1].utcoffset() == dt.timedelta(hours=8)
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\n", "\r"])
+def test_the_streaming_reader_takes_bom_tabs_full_width_units_and_any_line_end(
+    end: str,
+) -> None:
+    header = HEADER.replace("应结订单金额", "应结订单金额（元）")
+    rows = [",".join(cell + "\t" for cell in row.split(",")) for row in (PAID, REFUND)]
+    two = "`2,`12.50,`2.50,`0.00,`0.06000,`12.50,`2.50\t,\t"
+    content = "\ufeff" + end.join([header, *rows, SUMMARY_HEADER, two]) + end * 2
+
+    paid, refund = _streamed(content.encode())
+
+    assert (paid.out_trade_no, paid.amount_fen, paid.fee_fen, paid.line) == (
+        "T1",
+        1250,
+        8,
+        2,
+    )
+    assert (refund.out_refund_no, refund.amount_fen, refund.fee_fen) == ("R1", 250, -2)
+
+
+def test_the_streaming_reader_refuses_a_summary_mismatch_after_the_last_line() -> None:
+    wrong = SUMMARY.replace("`0.06000", "`0.07000")
+    lines = wechat_bill_lines(
+        bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, wrong)
+    )
+
+    assert [next(lines).out_trade_no for _ in range(3)] == ["T1", "T1", "T2"]
+    with pytest.raises(BillFormatError, match="fee_fen"):
+        next(lines)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bill(HEADER, PAID, REFUND), "truncated"),
+        (bill(HEADER, PAID.replace("`12.50", "`12.505", 1), SUMMARY_HEADER, SUMMARY),
+         "whole number of fen"),
+        (bill(HEADER, PAID.replace("2026-03-01 12", "2026/03/01 12"), SUMMARY_HEADER,
+              SUMMARY), "not a time"),
+        (bill(HEADER, PAID.replace("2026-03-01 12", "2026-03-01T12"), SUMMARY_HEADER,
+              SUMMARY), "not a time"),
+        (bill(HEADER, PAID.replace("`T1", "`"), SUMMARY_HEADER, SUMMARY), "商户订单号"),
+        (HEADER.encode() + b"\r\n" + PAID.encode("gbk"), "UTF-8"),
+        (bill(HEADER, PAID, SUMMARY_HEADER, SUMMARY, PAID), "after the summary"),
+    ],
+)  # fmt: skip
+def test_the_streaming_reader_refuses_what_the_whole_bill_parser_refuses(
+    content: bytes, message: str
+) -> None:
+    with pytest.raises(BillFormatError, match=message):
+        _streamed(content)
+    with pytest.raises(BillFormatError, match=message):
+        parse_trade_bill(content)
