@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -195,3 +196,37 @@ def test_an_unrecognised_code_is_refused_and_never_logged(terminal, session, cap
     assert session.query(PosPayment).count() == 0
     assert session.query(ChannelCall).count() == 0
     assert re.fullmatch(r"9912\*+67", answer["code_masked"])
+
+
+def test_five_wrong_pins_lock_pin_payments(app, session, terminal, make_card):
+    card = make_card(balance_fen=20000)
+    now = app.extensions["payments.pos"].now()
+    pin.set_pin(session, card.id, "135790", now)
+    session.commit()
+
+    wrong = [
+        terminal.pay(6000, card_number=card.number, pin="000000")[1]["code"]
+        for _ in range(5)
+    ]
+    locked = terminal.pay(6000, card_number=card.number, pin="135790")
+
+    assert wrong == ["pin_wrong"] * 5
+    assert (locked[0], locked[1]["code"]) == (409, "pin_locked")
+    session.rollback()
+    assert card.wallet.balance_fen == 20000
+
+
+def test_an_unpaid_qr_order_expires(app, session, terminal):
+    from payments.pos.service import resolve_stale
+
+    status, opened = terminal.send(
+        "POST", "/api/terminal/qr-orders", {"order_no": "Q1", "amount_fen": 500}
+    )
+    later = app.extensions["payments.pos"].now() + dt.timedelta(minutes=16)
+
+    report = resolve_stale(now=later)
+
+    assert (status, opened["state"]) == (202, "awaiting")
+    assert report.expired == 1
+    session.rollback()
+    assert terminal.query("Q1")[1]["state"] == "failed"
