@@ -206,3 +206,31 @@ def test_query_asks_the_channel_for_a_payment_still_paying(
 
     assert (status, answer["state"]) == (200, "succeeded")
     _settled(session, merchant, "wechat", 210)
+
+
+def test_a_wechat_read_timeout_is_queried_and_reported_paid(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    # WeChat carries the payment out and answers too late for our read timeout.
+    import dataclasses
+
+    from payments.channels.wechat.channel import WechatChannel
+    from payments.channels.wechat.config import WechatConfig
+
+    served = live_app.app
+    config = WechatConfig.from_settings(served.extensions["campus.settings"])
+    served.extensions.setdefault("campus.channels", {})["wechat"] = WechatChannel(
+        dataclasses.replace(config, timeout_seconds=0.3),
+        now=live_app.sandbox.clock.now,
+    )
+    live_app.sandbox.faults.set("wechat", "latency_ms", 1000)
+    fast_poll.append(lambda now: live_app.sandbox.faults.clear())
+
+    status, answer = live_terminal.pay(520, code=_code(live_app, "wechat"))
+
+    assert answer["state"] == "succeeded"
+    assert _calls(session, answer["out_trade_no"])[0] == (
+        "pay_with_code",
+        "unavailable",
+    )
+    _settled(session, merchant, "wechat", 520)
