@@ -10,6 +10,8 @@ Modules:
 ``routing``        which channel a scanned code belongs to
 ``service``        pay, poll, reverse, query, settle, and the stale-payment job
 ``refunds``        the refund state machine
+``records``        the order kinds registered with ``payments.orders``, with what
+                   reconciliation reads
 ``api``            the JSON endpoints (terminal and operator)
 ``pages``          the student's code page, the checkout page, the web POS, the
                    operator's day list
@@ -24,11 +26,11 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     from campus.scheduler import Job, register_job
     from payments import orders
-    from payments.pos import api, cli, config, pages, refunds, service
+    from payments.pos import api, cli, config, pages, records, service
 
     config.init_app(app)
-    orders.register(service.ORDER_KIND)
-    orders.register(refunds.REFUND_KIND)
+    orders.register(records.ORDER_KIND)
+    orders.register(records.REFUND_KIND)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.operator_bp)
     app.config["SECURITY_SCHEMES"] = {

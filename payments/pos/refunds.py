@@ -42,7 +42,7 @@ from payments.channels.base import (
 )
 from payments.merchants import Merchant
 from payments.notifications import notify_url
-from payments.orders import RefundKind, SettleOutcome
+from payments.orders import SettleOutcome
 from payments.pos.config import pos_config
 from payments.pos.models import (
     CashierMerchant,
@@ -310,13 +310,10 @@ def refund_out(refund: PosRefund) -> dict[str, object]:
     }
 
 
-def _owns(session: Session, out_refund_no: str) -> bool:
+def owns(session: Session, out_refund_no: str) -> bool:
     return (
         session.scalar(
             select(PosRefund.id).where(PosRefund.out_refund_no == out_refund_no)
         )
         is not None
     )
-
-
-REFUND_KIND = RefundKind("pos_refund", _owns, settle_refund)

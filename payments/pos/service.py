@@ -59,7 +59,7 @@ from payments.channels.base import (
 from payments.channels.campus import codes, pin
 from payments.merchants import Merchant, payable_of
 from payments.notifications import notify_url
-from payments.orders import OrderKind, SettleOutcome
+from payments.orders import SettleOutcome
 from payments.pos.config import pos_config
 from payments.pos.models import PaymentSource, PaymentState, PosPayment
 from payments.pos.routing import channel_of
@@ -829,13 +829,10 @@ def payment_out(payment: PosPayment) -> dict[str, Any]:
     }
 
 
-def _owns(session: Session, out_trade_no: str) -> bool:
+def owns(session: Session, out_trade_no: str) -> bool:
     return (
         session.scalar(
             select(PosPayment.id).where(PosPayment.out_trade_no == out_trade_no)
         )
         is not None
     )
-
-
-ORDER_KIND = OrderKind("pos_payment", _owns, settle_payment)

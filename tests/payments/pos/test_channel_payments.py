@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from campus.database import db
 from payments import ledger
 from payments.channel_log import ChannelCall
 from payments.pos.models import PosPayment
@@ -136,17 +137,23 @@ def test_alipay_10003_past_the_deadline_is_cancelled_obeying_retry_flag(
     live_app, live_terminal, session, merchant, fast_poll
 ):
     live_app.sandbox.faults.set("alipay", "user_paying_seconds", 600)
-    deadline = live_app.sandbox.clock.now().timestamp() + 45
     armed = []
 
     def cancel_asks_to_retry(now):
-        # From the deadline on, the first cancel answers ACQ.SYSTEM_ERROR with
-        # retry_flag Y; the next pause lifts the fault.
-        if now.timestamp() >= deadline and not armed:
+        # The pause that reaches the payment's deadline is the last before the
+        # cancel: from there the first cancel answers ACQ.SYSTEM_ERROR with
+        # retry_flag Y, and the next pause lifts the fault.
+        if armed:
+            live_app.sandbox.faults.clear()
+            return
+        reader = db.new_session()
+        try:
+            deadline = reader.scalar(select(PosPayment.deadline_at))
+        finally:
+            reader.close()
+        if now >= deadline:
             live_app.sandbox.faults.set("alipay", "server_error", "ACQ")
             armed.append(now)
-        elif armed:
-            live_app.sandbox.faults.clear()
 
     fast_poll.append(cancel_asks_to_retry)
 
