@@ -14,7 +14,7 @@ ours_only          短款 / ours only         we settled an order the bill does 
 amount_mismatch    金额不符 / amount         both list it, with different amounts
 status_mismatch    状态不符 / status         e.g. a reversed code payment we think paid
 refund_mismatch    退款不符 / refund         a refund missing on one side or different
-fee_mismatch       手续费不符 / fees         the day's fees differ from the contract rate
+fee_mismatch       手续费不符 / fees         the day's fees differ from the contract
 =================  ======================  =========================================
 
 A channel-only payment for an order of ours that is still waiting for payment is

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -151,6 +152,11 @@ def reconcile_day(
         elif bill.channel != channel or bill.day != day:
             raise BillRejected(
                 f"given the {bill.channel} bill of {bill.day}", channel=channel, day=day
+            )
+        elif hashlib.sha256(bill.content).hexdigest() != bill.sha256:
+            # The checksum is what the run records and the kept file is named by.
+            raise BillRejected(
+                "the bill given does not match its sha256", channel=channel, day=day
             )
         path = _keep(bill, Path(current_app.instance_path)) if bill else None
         # The bill is read and matched in one pass, in memory; nothing is written

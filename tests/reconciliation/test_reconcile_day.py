@@ -285,6 +285,8 @@ def test_a_bill_given_to_the_run_is_checked_like_a_downloaded_one(
         _reconcile(live_app, trading_day, bill=miscounted)
     with pytest.raises(BillRejected, match="given the wechat bill of"):
         _reconcile(live_app, trading_day, bill=another_day)
+    with pytest.raises(BillRejected, match="sha256"):
+        _reconcile(live_app, trading_day, bill=dataclasses.replace(bill, content=wrong))
     assert _discrepancies(session, trading_day) == {}
     assert find_top_up(session, number).state is TopUpState.PAYING
 
