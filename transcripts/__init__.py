@@ -6,9 +6,10 @@ Modules: ``records`` (students' academic details, courses, grade entries),
 retake policies), ``document`` (the data a transcript shows, attached as JSON),
 ``layout`` and ``pdfa`` (the PDF), ``codes`` (verification codes), ``storage``
 (issued files), ``registry`` (issuing, revoking, superseding, the audit trail),
-``batches`` (cohorts over a process pool), ``sharing`` (share links), ``views``
-(students' and the registrar's pages and API), ``cli`` (``flask transcripts``),
-``demo`` (records for the demo students).
+``batches`` (cohorts over a process pool) and ``batch_queue`` (or over a Redis
+queue), ``sharing`` (share links), ``views`` (students' and the registrar's pages
+and API), ``cli`` (``flask transcripts``), ``demo`` (records for the demo
+students).
 
 The verification portal (by file, code, QR and share link, for employers) is the
 next package's work; it reads ``registry.find_by_code``, ``find_by_sha256`` and
@@ -29,6 +30,9 @@ def init_app(app: Flask) -> None:
     register the pages, the API and ``flask transcripts``."""
     from transcripts import cli, views
 
-    app.extensions[EXTENSION] = make_service(app, TranscriptConfig.from_environ())
+    config = TranscriptConfig.from_environ()
+    if app.extensions["campus.settings"].production:
+        config.check_production()
+    app.extensions[EXTENSION] = make_service(app, config)
     views.init_app(app)
     cli.init_app(app)

@@ -12,16 +12,23 @@ carries its item's id under a unique constraint. So:
 - failures are kept on their items with the step and message, listed at the end,
   and retried only when asked.
 
-Workers are a local process pool by default (forked from a fork server that
-has the libraries imported; each worker builds its own app, database engine and
-signer, and loads the font and keys once).
+Two backends run the items, chosen by ``CAMPUS_TRANSCRIPTS_BATCH_BACKEND``;
+both call ``issue_in_worker(item_id)`` in a process set up once by
+``worker_init`` (its own app and database engine, the font, the signing key and,
+after its first document, cached revocation answers):
 
-Known gap: the Redis-backed pool (RQ or Celery) that lets several machines share
-one cohort is not built. The seam is ``issue_item``: it takes only
-an item id, so an RQ job would be ``queue.enqueue(issue_item, item_id)`` with a
-worker whose start-up calls ``worker_init``; ``run_batch`` would then watch the
-item rows instead of futures. ``CAMPUS_TRANSCRIPTS_BATCH_BACKEND`` refuses any
-value but ``process`` until then.
+- ``process`` (default): a pool of worker processes on this machine, forked from
+  a fork server that has the libraries imported; ``run_batch`` watches futures.
+- ``rq``: one job per pending item in a Redis queue (``transcripts.batch_queue``),
+  taken by ``flask transcripts worker`` processes on any number of machines
+  that share the database, the issued-file storage and the signing key;
+  ``run_batch`` enqueues and then watches the item rows. A job's id is made
+  from its item's id, so enqueueing a batch twice queues nobody twice; the
+  unique constraint above stays the guarantee when two jobs of one item run.
+
+Whatever the backend, the item rows are the truth: progress is counted from
+them, and a worker that dies mid-item leaves that item ``pending`` for the next
+run (or, on ``rq``, for the watcher once it sees no progress).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     select,
     update,
 )
@@ -191,17 +199,36 @@ def unfinished_batch(
 
 
 def progress(session: Session, batch_id: int) -> Progress:
-    statuses = list(
-        session.scalars(select(BatchItem.status).where(BatchItem.batch_id == batch_id))
+    """Counted by the database: the watcher of a queued batch asks twice a
+    second, for cohorts of thousands."""
+    counts = dict(
+        session.execute(
+            select(BatchItem.status, func.count())
+            .where(BatchItem.batch_id == batch_id)
+            .group_by(BatchItem.status)
+        ).all()
     )
-    batch = session.get(Batch, batch_id)
+    finished_at = session.scalar(select(Batch.finished_at).where(Batch.id == batch_id))
     return Progress(
         batch_id=batch_id,
-        total=len(statuses),
-        issued=statuses.count(ItemStatus.ISSUED),
-        failed=statuses.count(ItemStatus.FAILED),
-        pending=statuses.count(ItemStatus.PENDING),
-        finished=batch is not None and batch.finished_at is not None,
+        total=sum(counts.values()),
+        issued=counts.get(ItemStatus.ISSUED, 0),
+        failed=counts.get(ItemStatus.FAILED, 0),
+        pending=counts.get(ItemStatus.PENDING, 0),
+        finished=finished_at is not None,
+    )
+
+
+def pending_items(session: Session, batch_id: int) -> list[int]:
+    """Ids of the items not issued and not failed, in order."""
+    return list(
+        session.scalars(
+            select(BatchItem.id)
+            .where(
+                BatchItem.batch_id == batch_id, BatchItem.status == ItemStatus.PENDING
+            )
+            .order_by(BatchItem.id)
+        )
     )
 
 
@@ -244,7 +271,12 @@ def issue_item(item_id: int, now: dt.datetime | None = None) -> tuple[int, str]:
             )
         except registry.IssuanceFailed as failure:
             session.rollback()
-            _mark(session, item_id, ItemStatus.FAILED, failure)
+            _mark(
+                session,
+                item_id,
+                ItemStatus.FAILED,
+                f"{failure.step}: {failure.internal_detail}",
+            )
             session.commit()
             logger.warning(
                 "batch_item_failed",
@@ -270,41 +302,73 @@ def issue_item(item_id: int, now: dt.datetime | None = None) -> tuple[int, str]:
 
 
 def _mark(
-    session: Session, item_id: int, status: ItemStatus, failure: Any | None
+    session: Session, item_id: int, status: ItemStatus, error: str | None
 ) -> None:
+    query = update(BatchItem).where(BatchItem.id == item_id)
+    if status is ItemStatus.FAILED:
+        # A failure never overwrites the issuance of a runner that finished the
+        # same item meanwhile (a re-queued job, a resumed run).
+        query = query.where(BatchItem.status == ItemStatus.PENDING)
     session.execute(
-        update(BatchItem)
-        .where(BatchItem.id == item_id)
-        .values(
+        query.values(
             status=status,
             attempts=BatchItem.attempts + 1,
-            error=None
-            if failure is None
-            else f"{failure.step}: {failure.internal_detail}"[:2000],
+            error=None if error is None else error[:2000],
             updated_at=utcnow(),
         )
     )
 
 
-# -- the local process pool ------------------------------------------------------------
+# -- a worker process, of either backend ---------------------------------------------
 
 _worker_app: Flask | None = None
 
 
-def worker_init(settings: Any) -> None:
-    """Start-up of one worker process: its own app (engine, signer, font)."""
+def worker_init(settings: Any = None, *, app: Flask | None = None) -> None:
+    """Start-up of one worker process, once, not per item: its own app (engine,
+    signer) unless given one, the font, and the signing key, so that each item
+    pays only for its own document. ``settings`` None reads the environment."""
     global _worker_app
     from campus import create_app
+    from signing import signing_service
     from transcripts.layout import register_font
 
-    _worker_app = create_app(settings)
+    _worker_app = app if app is not None else create_app(settings)
     register_font()
+    # Loads the key (a PKCS#12 file or a token session) now; the revocation
+    # answers follow with the first signature and stay cached in the signer.
+    signing_service(_worker_app).signer  # noqa: B018 - built for its side effect
+    logger.info("batch_worker_ready", extra={"pid": os.getpid()})
 
 
-def _worker_issue(item_id: int) -> tuple[int, str]:
+def issue_in_worker(item_id: int) -> tuple[int, str]:
+    """The job of both backends: issue one item in the worker's app.
+
+    An error that is not an ``IssuanceFailed`` (a lost database connection, a
+    bug) is recorded on the item as a ``worker`` failure, so that it is listed
+    with the others instead of stopping the batch or vanishing into a queue's
+    failed-job registry."""
+    if _worker_app is None:
+        # A plain ``rq worker`` never ran our start-up: do it on the first job.
+        worker_init()
     assert _worker_app is not None
     with _worker_app.app_context():
-        return issue_item(item_id)
+        try:
+            return issue_item(item_id)
+        except Exception as error:
+            logger.exception("batch_item_crashed", extra={"item": item_id})
+            session = db.new_session()
+            try:
+                _mark(
+                    session,
+                    item_id,
+                    ItemStatus.FAILED,
+                    f"worker: {type(error).__name__}: {error}",
+                )
+                session.commit()
+            finally:
+                session.close()
+            return item_id, ItemStatus.FAILED.value
 
 
 def run_batch(
@@ -314,11 +378,17 @@ def run_batch(
     workers: int | None = None,
     retry_failed: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
+    backend: str | None = None,
 ) -> Progress:
-    """Issue every pending item of the batch with a pool of worker processes;
-    returns the final progress. Re-running it resumes."""
+    """Issue every pending item of the batch on the configured backend (or
+    ``backend``); returns the final progress. Re-running it resumes.
+
+    ``workers`` sizes the local pool; on ``rq`` the workers are whatever
+    ``flask transcripts worker`` processes listen to the queue."""
     from transcripts.registry import transcript_service
 
+    config = transcript_service(app).config
+    backend = backend or config.batch_backend
     session = db.session()
     if retry_failed:
         for item in session.scalars(
@@ -328,48 +398,32 @@ def run_batch(
         ):
             item.status = ItemStatus.PENDING
         session.commit()
-    pending = list(
-        session.scalars(
-            select(BatchItem.id)
-            .where(
-                BatchItem.batch_id == batch_id, BatchItem.status == ItemStatus.PENDING
-            )
-            .order_by(BatchItem.id)
-        )
-    )
+    pending = pending_items(session, batch_id)
     state = progress(session, batch_id)
     session.commit()
     logger.info(
         "batch_started",
-        extra={"batch": batch_id, "pending": len(pending), "issued": state.issued},
+        extra={
+            "batch": batch_id,
+            "backend": backend,
+            "pending": len(pending),
+            "issued": state.issued,
+        },
     )
     if on_progress:
         on_progress(state)
 
     if pending:
-        config = transcript_service(app).config
-        count = workers or config.workers or os.cpu_count() or 1
-        count = max(1, min(count, len(pending)))
         # The signing service's trust services (development TSA, OCSP, CRLs)
         # start here once, not in whichever worker signs first and may die.
         _prepare_signing(app)
-        context = _worker_context()
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=count,
-            mp_context=context,
-            initializer=worker_init,
-            initargs=(app.extensions["campus.settings"],),
-        ) as pool:
-            futures = [pool.submit(_worker_issue, item_id) for item_id in pending]
-            for future in concurrent.futures.as_completed(futures):
-                item_id, status = future.result()
-                logger.info(
-                    "batch_item_done",
-                    extra={"batch": batch_id, "item": item_id, "status": status},
-                )
-                if on_progress:
-                    on_progress(progress(session, batch_id))
-                    session.commit()
+        if backend == "rq":
+            from transcripts import batch_queue
+
+            batch_queue.run(app, batch_id, pending, on_progress=on_progress)
+        else:
+            count = workers or config.workers or os.cpu_count() or 1
+            _run_in_pool(app, batch_id, pending, count, on_progress)
 
     state = progress(session, batch_id)
     if state.pending == 0:
@@ -380,10 +434,44 @@ def run_batch(
         state = dataclasses.replace(state, finished=True)
     session.commit()
     logger.info(
-        "batch_finished",
-        extra={"batch": batch_id, "issued": state.issued, "failed": state.failed},
+        "batch_finished" if state.finished else "batch_left_unfinished",
+        extra={
+            "batch": batch_id,
+            "issued": state.issued,
+            "failed": state.failed,
+            "pending": state.pending,
+        },
     )
     return state
+
+
+# -- the local process pool ------------------------------------------------------------
+
+
+def _run_in_pool(
+    app: Flask,
+    batch_id: int,
+    pending: list[int],
+    workers: int,
+    on_progress: Callable[[Progress], None] | None,
+) -> None:
+    session = db.session()
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=max(1, min(workers, len(pending))),
+        mp_context=_worker_context(),
+        initializer=worker_init,
+        initargs=(app.extensions["campus.settings"],),
+    ) as pool:
+        futures = [pool.submit(issue_in_worker, item_id) for item_id in pending]
+        for future in concurrent.futures.as_completed(futures):
+            item_id, status = future.result()
+            logger.info(
+                "batch_item_done",
+                extra={"batch": batch_id, "item": item_id, "status": status},
+            )
+            if on_progress:
+                on_progress(progress(session, batch_id))
+                session.commit()
 
 
 def _worker_context() -> Any:

@@ -6,6 +6,7 @@ Examples::
     flask transcripts import grades grades.csv --map "score=总评成绩,term=学期"
     flask transcripts issue 2023000001
     flask transcripts issue-cohort --college 计算机学院 --year 2026
+    flask transcripts worker          # with CAMPUS_TRANSCRIPTS_BATCH_BACKEND=rq
     flask transcripts revoke 42 --reason "成绩更正 grade corrected"
     flask transcripts demo-seed
 """
@@ -148,6 +149,12 @@ def issue_cohort(
     session.commit()
     batch_id = batch.id
 
+    config = registry.transcript_service(app).config
+    if config.batch_backend == "rq":
+        click.echo(
+            f"queue {config.queue}: issued by `flask transcripts worker` processes"
+            + (" (--workers does not apply)" if workers else "")
+        )
     bar = click.progressbar(length=1, label="issuing 签发中", show_pos=True)
     seen = {"done": 0}
 
@@ -157,23 +164,62 @@ def issue_cohort(
         bar.update(done - seen["done"])
         seen["done"] = done
 
-    with bar:
-        state = batches.run_batch(
-            app,
-            batch_id,
-            workers=workers,
-            retry_failed=retry_failed,
-            on_progress=on_progress,
-        )
+    # Imported here: rq and redis cost a quarter of a second that every other
+    # command of the app would pay.
+    from transcripts import batch_queue
+
+    try:
+        with bar:
+            state = batches.run_batch(
+                app,
+                batch_id,
+                workers=workers,
+                retry_failed=retry_failed,
+                on_progress=on_progress,
+            )
+    except batch_queue.QueueUnavailable as error:
+        raise click.ClickException(
+            f"{error}; batch {batch_id} resumes when run again"
+        ) from error
     click.echo(
         f"batch {batch_id}: {state.issued} issued, {state.failed} failed, "
         f"{state.pending} pending, of {state.total}"
     )
+    if state.pending:
+        # Only the queue backend stops with items pending: no worker listened,
+        # or they stalled.
+        click.echo(
+            f"  {state.pending} not issued yet: check the workers of queue "
+            f"{config.queue}, then run this command again to resume",
+            err=True,
+        )
     failed = batches.failures(db.session(), batch_id)
     for number, error in failed:
         click.echo(f"  failed {number}: {error}", err=True)
     if failed:
         sys.exit(2)
+    if state.pending:
+        sys.exit(3)
+
+
+@transcripts_cli.command("worker")
+@click.option("--burst", is_flag=True, help="Quit once the queue is empty.")
+@click.option("--name", default=None, help="Worker name in Redis (default: random).")
+def worker_command(burst: bool, name: str | None) -> None:
+    """Issue the queued items of cohort batches (backend ``rq``). Run one per
+    CPU, on any machine that shares the database, the issued-file storage and
+    the signing key; SIGTERM finishes the item in hand, then stops."""
+    from transcripts import batch_queue
+
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    config = registry.transcript_service(app).config
+    if config.batch_backend != "rq":
+        click.echo(
+            f"note: CAMPUS_TRANSCRIPTS_BATCH_BACKEND is {config.batch_backend!r}; "
+            "this worker serves batches started with 'rq'",
+            err=True,
+        )
+    batch_queue.work(app, burst=burst, name=name)
 
 
 @transcripts_cli.command("revoke")

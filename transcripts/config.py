@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from campus.settings import SettingsError
 
 PREFIX = "CAMPUS_TRANSCRIPTS_"
+BATCH_BACKENDS = ("process", "rq")
+DEVELOPMENT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +55,18 @@ class TranscriptConfig:
     """Worker processes of a batch. 0 means one per CPU."""
 
     batch_backend: str = "process"
-    """``process`` (a local process pool). A Redis-backed pool (RQ) is a planned
-    backend: see ``transcripts.batches``."""
+    """``process``: a pool of worker processes on this machine. ``rq``: one job
+    per student in a Redis queue, issued by ``flask transcripts worker``
+    processes on any machine that shares the database, the storage and the
+    signing key (see ``transcripts.batch_queue``)."""
+
+    redis_url: str = ""
+    """Redis of the ``rq`` backend. Empty means ``redis://127.0.0.1:6379/0``;
+    production mode requires it to be set when the backend is ``rq``."""
+
+    queue: str = "transcripts"
+    """Name of the RQ queue (letters, digits, ``-`` and ``_``). Job ids are
+    made from it, so two deployments sharing one Redis need different names."""
 
     on_demand_limit: str = "5 per hour"
     """Rate limit of a graduate's on-demand issuance (Flask-Limiter syntax)."""
@@ -106,12 +119,26 @@ class TranscriptConfig:
             raise SettingsError(
                 f"{PREFIX}RETAKE_POLICY must be highest, latest or all"
             ) from error
-        if self.batch_backend != "process":
+        if self.batch_backend not in BATCH_BACKENDS:
+            raise SettingsError(f"{PREFIX}BATCH_BACKEND must be 'process' or 'rq'")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.queue):
             raise SettingsError(
-                f"{PREFIX}BATCH_BACKEND: only 'process' is built so far"
+                f"{PREFIX}QUEUE may hold only letters, digits, '-' and '_'"
             )
         if self.validity_days < 1:
             raise SettingsError(f"{PREFIX}VALIDITY_DAYS must be at least 1")
+
+    def check_production(self) -> None:
+        """Refuse development defaults that production must not rely on."""
+        if self.batch_backend == "rq" and not self.redis_url:
+            raise SettingsError(
+                "production mode refuses development defaults: "
+                f"{PREFIX}REDIS_URL is not set ({PREFIX}BATCH_BACKEND is 'rq')"
+            )
+
+    @property
+    def resolved_redis_url(self) -> str:
+        return self.redis_url or DEVELOPMENT_REDIS_URL
 
     def files_path(self, instance_path: Path) -> Path:
         return self.storage_path or instance_path / "transcripts" / "files"
