@@ -86,6 +86,12 @@ class Settings:
     """Run the periodic jobs (order queries, nightly reconciliation) inside the web
     process. Turn off when a cron job or systemd timer runs them instead."""
 
+    rate_limit_storage: str = ""
+    """Where Flask-Limiter keeps its counters, e.g. ``redis://redis:6379/1``.
+    Empty means the memory of each web process, which is right for one process
+    only: with several, each counts on its own and a limit multiplies.
+    Production requires it to be set to a shared store."""
+
     @property
     def production(self) -> bool:
         return self.mode == "production"
@@ -93,6 +99,10 @@ class Settings:
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        return self.rate_limit_storage or "memory://"
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -168,6 +178,11 @@ class Settings:
             refusals.append(f"{PREFIX}CHANNELS is 'sandbox'")
         if self.dev_signin:
             refusals.append(f"{PREFIX}DEV_SIGNIN is on")
+        if self.rate_limit_storage_uri.startswith("memory"):
+            refusals.append(
+                f"{PREFIX}RATE_LIMIT_STORAGE is the memory of one process (set a "
+                "Redis URL)"
+            )
         if refusals:
             raise SettingsError(
                 "production mode refuses development defaults: " + "; ".join(refusals)

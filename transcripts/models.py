@@ -6,6 +6,7 @@ from transcripts.batches import Batch, BatchItem
 from transcripts.records import Course, GradeEntry, StudentRecord
 from transcripts.registry import Issuance, IssuanceEvent
 from transcripts.sharing import ShareLink, ShareLinkEvent
+from transcripts.verification import VerificationRecord
 
 __all__ = [
     "Batch",
@@ -17,4 +18,5 @@ __all__ = [
     "ShareLink",
     "ShareLinkEvent",
     "StudentRecord",
+    "VerificationRecord",
 ]

@@ -67,9 +67,10 @@ def _student_key() -> str:
     return f"student:{session.get('person_id', 'anonymous')}"
 
 
-limiter = Limiter(key_func=_student_key, storage_uri="memory://")
-"""In memory per process: good for one web process. Production with several
-processes sets ``RATELIMIT_STORAGE_URI`` to Redis in the app config."""
+limiter = Limiter(key_func=_student_key)
+"""Its counters live where ``CAMPUS_RATE_LIMIT_STORAGE`` says: the memory of this
+process by default (right for one web process), Redis in production, where
+several processes must share them."""
 
 
 def _now() -> dt.datetime:
@@ -566,7 +567,14 @@ def _too_many(error: TooManyRequests) -> Any:
 
 
 def init_app(app: Flask) -> None:
+    from transcripts import verification_views
+
+    storage = app.extensions["campus.settings"].rate_limit_storage_uri
+    app.config["RATELIMIT_STORAGE_URI"] = storage
     limiter.init_app(app)
-    # Each app starts with empty counters (tests make many apps in one process).
-    limiter.reset()
+    if storage.startswith("memory"):
+        # Each app starts with empty counters (tests make many apps in one
+        # process); a shared store keeps the counts of the other processes.
+        limiter.reset()
     app.register_blueprint(bp)
+    verification_views.init_app(app)

@@ -10,6 +10,7 @@ PRODUCTION_READY = {
     "CAMPUS_DATABASE_URL": "postgresql+psycopg://campus@db.example/campus",
     "CAMPUS_CHANNELS": "live",
     "CAMPUS_DEV_SIGNIN": "off",
+    "CAMPUS_RATE_LIMIT_STORAGE": "redis://redis.example:6379/1",
 }
 
 
@@ -48,6 +49,7 @@ def test_production_with_every_setting_starts():
         ("CAMPUS_DATABASE_URL", "CAMPUS_DATABASE_URL still points at SQLite"),
         ("CAMPUS_CHANNELS", "CAMPUS_CHANNELS is 'sandbox'"),
         ("CAMPUS_DEV_SIGNIN", "CAMPUS_DEV_SIGNIN is on"),
+        ("CAMPUS_RATE_LIMIT_STORAGE", "CAMPUS_RATE_LIMIT_STORAGE is the memory"),
     ],
 )
 def test_production_refuses_each_development_default_by_name(missing, named):

@@ -199,3 +199,91 @@ def settings_factory(database_url, instance_path, engine):  # type: ignore[no-un
         return Settings(**values)
 
     return make
+
+
+# -- verification: the session's signed file, registered afresh per test ------------
+
+
+@pytest.fixture
+def register_issued(session, issued_file):  # type: ignore[no-untyped-def]
+    """Register the session's signed transcript in this test's database (the
+    tables are emptied after every test) through ``registry.register``, as
+    issuing does after signing, without signing again."""
+    from campus.database import utcnow
+    from transcripts import registry
+
+    def register(valid_until: dt.datetime | None = None) -> Any:
+        student = make_student(session, name_zh="欧阳娜娜", name_en="Nana Ouyang")
+        service = registry.transcript_service()
+        prepared = registry.PreparedIssuance(
+            student_id=student.id,
+            data={
+                "issuance": {
+                    "document_version": 1,
+                    "verification_code": issued_file.code,
+                }
+            },
+            signed=issued_file.pdf,
+            level="B-LTA",
+            storage_key=service.storage.put(issued_file.pdf),
+            issued_at=NOW,
+            valid_until=valid_until or utcnow() + dt.timedelta(days=365),
+        )
+        issuance = registry.register(session, prepared, actor="test")
+        session.commit()
+        return issuance
+
+    return register
+
+
+@dataclasses.dataclass(frozen=True)
+class VerificationFiles:
+    """What an employer might be handed, made once per session from the
+    session's signed transcript."""
+
+    genuine: bytes
+    one_byte_changed: bytes
+    page_added: bytes
+    """A new page appended by an incremental update after signing."""
+
+    unsigned: bytes
+    """What a printer-and-scanner or a "print to PDF" gives back."""
+
+    signed_by_a_stranger: bytes
+    """Signed by another CA with the same layout and names as ours."""
+
+
+def change_one_signed_byte(pdf: bytes) -> bytes:
+    """Flip one byte inside the first stream of the signed revision: the file
+    still parses, but its signed digest no longer matches."""
+    start = pdf.index(b"stream", pdf.index(b" obj")) + len(b"stream\n") + 16
+    changed = bytearray(pdf)
+    changed[start] ^= 0x01
+    return bytes(changed)
+
+
+@pytest.fixture(scope="session")
+def verification_files(issued_file, tmp_path_factory) -> VerificationFiles:  # type: ignore[no-untyped-def]
+    from signing.config import Level, SigningConfig
+    from signing.devpki import DevelopmentPKI, ensure_served, stop_serving
+    from signing.service import SigningService
+    from tests.signing.conftest import make_pdf
+    from tests.signing.tampering import add_page
+
+    folder = tmp_path_factory.mktemp("stranger")
+    stranger = DevelopmentPKI.ensure(folder / "dev-pki")
+    ensure_served(stranger)
+    try:
+        service = SigningService(
+            SigningConfig(dev_pki_path=stranger.path), folder / "instance"
+        )
+        foreign = service.sign(make_pdf(), level=Level.B_T)
+    finally:
+        stop_serving(stranger)
+    return VerificationFiles(
+        genuine=issued_file.pdf,
+        one_byte_changed=change_one_signed_byte(issued_file.pdf),
+        page_added=add_page(issued_file.pdf),
+        unsigned=make_pdf(),
+        signed_by_a_stranger=foreign,
+    )
