@@ -50,19 +50,7 @@ def queue_config(app, monkeypatch):
     )
     monkeypatch.setattr(service, "config", config)
     yield config
-    _forget(config)
-
-
-def _forget(config: TranscriptConfig) -> None:
-    """Remove every key of the test's queue: jobs, results, registries, workers."""
-    connection = batch_queue.connect(config)
-    for key in connection.scan_iter(match=f"*{config.queue}*", count=1000):
-        connection.delete(key)
-    for index in ("rq:queues", "rq:workers"):
-        stale = [m for m in connection.smembers(index) if config.queue.encode() in m]
-        if stale:
-            connection.srem(index, *stale)
-    connection.close()
+    batch_queue.remove_queue(config)
 
 
 @dataclasses.dataclass
