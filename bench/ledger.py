@@ -174,7 +174,8 @@ def raw_worker(url: str, worker: int, seconds: float, results: list) -> None:
                     (merchant_code,),
                 )
                 card_id, status, wallet, _, _ = connection.execute(
-                    "SELECT c.id, c.status, a.id, a.code, a.allow_negative FROM cards c "
+                    "SELECT c.id, c.status, a.id, a.code, a.allow_negative "
+                    "FROM cards c "
                     "JOIN accounts a ON c.wallet_account_id = a.id WHERE c.number = %s "
                     "FOR UPDATE OF c",
                     (card_number,),
@@ -313,8 +314,13 @@ def main() -> None:
         for _ in range(rounds):
             for side in ("raw", "service"):
                 results[side].append(
-                    measure(side, url, arguments.workers, arguments.processes,
-                            seconds / rounds)
+                    measure(
+                        side,
+                        url,
+                        arguments.workers,
+                        arguments.processes,
+                        seconds / rounds,
+                    )
                 )
         raw, ours = (combine(results[side], seconds) for side in ("raw", "service"))
         check(url)
@@ -329,7 +335,8 @@ def main() -> None:
         f"  p99 {raw['p99_ms']:.1f} ms"
     )
     print(
-        f"service layer: {ours['per_second']:8.1f} debits/s  p50 {ours['p50_ms']:.1f} ms"
+        f"service layer: {ours['per_second']:8.1f} debits/s"
+        f"  p50 {ours['p50_ms']:.1f} ms"
         f"  p99 {ours['p99_ms']:.1f} ms"
     )
     print(
@@ -338,7 +345,9 @@ def main() -> None:
                 "metric": "wallet_debits_per_second_32_workers_postgresql",
                 "value": round(ours["per_second"], 1),
                 "unit": "debits/s",
-                "limit": "raw psycopg running the same statements at the same concurrency",
+                "limit": (
+                    "raw psycopg running the same statements at the same concurrency"
+                ),
                 "limit_value": round(raw["per_second"], 1),
                 "ratio": round(ours["per_second"] / raw["per_second"], 3),
             }

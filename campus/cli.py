@@ -6,7 +6,10 @@ Run from the repository root, ``flask`` finds ``wsgi.py`` by itself; elsewhere p
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from alembic import command as alembic_command
@@ -17,6 +20,27 @@ from campus.auth import Role, create_operator
 from campus.database import db
 
 logger = logging.getLogger(__name__)
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def reaches_channels(command: Command) -> Command:
+    """For a command that calls a payment channel: with the embedded sandbox, make
+    sure its gateways answer at the service's address, serving the app from this
+    process for the command's length when ``flask serve`` is not running."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if "campus.sandbox" not in app.extensions:
+            return command(*args, **kwargs)
+        from sandbox.core import served_if_absent
+
+        with served_if_absent(app, app.extensions["campus.settings"].base_url):
+            return command(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
 
 db_cli = AppGroup("db", help="Create and migrate the database.")
 

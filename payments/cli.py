@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import sys
@@ -11,6 +12,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from campus.auth import Operator, Role, create_operator
+from campus.cli import reaches_channels
 from campus.database import db
 from campus.errors import CampusError
 from campus.people import Person, PersonKind, find_person
@@ -212,6 +214,50 @@ def demo_seed(students: int, random_seed: int) -> None:
     )
 
 
+@demo_cli.command("traffic")
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Business day to play; default: the newest day whose bills are out.",
+)
+@click.option("--top-ups", default=8, show_default=True)
+@click.option("--payments", default=12, show_default=True)
+@click.option("--seed", "random_seed", default=2026, show_default=True)
+def demo_traffic(
+    day: dt.datetime | None, top_ups: int, payments: int, random_seed: int
+) -> None:
+    """Play one day of top-ups and canteen payments through the sandbox with three
+    problems planted (a lost notification, a changed amount, a midnight crossing),
+    then say where the nightly reconciliation should put each."""
+    from payments.demo_traffic import serve_and_run
+
+    # The day's hundreds of INFO lines would bury the progress bar and the summary.
+    quiet = [logging.getLogger(name) for name in ("payments", "sandbox", "werkzeug")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        traffic = serve_and_run(
+            day.date() if day else None, top_ups, payments, random_seed
+        )
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    click.echo(
+        f"demo day {traffic.day}: {len(traffic.top_ups)} top-ups, "
+        f"{len(traffic.payments)} canteen payments, {len(traffic.refunds)} refund"
+    )
+    click.echo("planted / 埋入的问题:")
+    for planted in traffic.planted:
+        click.echo(
+            f"  {planted.channel:7} {planted.out_trade_no}  {planted.fault:18} "
+            f"→ {planted.expected_kind} ({planted.expected_status})"
+        )
+    click.echo(f"next / 下一步: flask reconcile nightly --date {traffic.day}")
+
+
 def _seed(students: int, rng: random.Random) -> None:
     with db.transaction() as session:
         for username, role, name in OPERATORS:
@@ -258,8 +304,13 @@ def _seed(students: int, rng: random.Random) -> None:
 
 
 @top_up_cli.command("resolve")
-@click.option("--older-than", default=120, show_default=True,
-              help="Seconds an order must have been paying.")
+@click.option(
+    "--older-than",
+    default=120,
+    show_default=True,
+    help="Seconds an order must have been paying.",
+)
+@reaches_channels
 def top_ups_resolve(older_than: int) -> None:
     """Query top-ups still paying, settle the paid ones, close the expired ones.
     Safe to run from cron on several machines at once."""

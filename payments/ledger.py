@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from sqlalchemy.orm.attributes import set_committed_value
 
+from campus import clock
 from campus.database import Base, str_enum, utcnow
 from campus.errors import Conflict, InsufficientFunds
 
@@ -144,7 +145,9 @@ class JournalEntry(Base):
     order_ref: Mapped[str | None] = mapped_column(String(64), index=True)
     memo: Mapped[str | None] = mapped_column(String(255))
     created_by: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    # The service's clock, not the database's: with the embedded sandbox a demo
+    # day played on yesterday's date must land in yesterday's statements.
+    created_at: Mapped[dt.datetime] = mapped_column(default=clock.now, index=True)
     postings: Mapped[list[Posting]] = relationship(
         back_populates="entry", lazy="selectin", order_by="Posting.id"
     )
@@ -303,7 +306,7 @@ def post_entry(
                     order_ref=order_ref,
                     memo=memo,
                     created_by=created_by,
-                    created_at=utcnow(),
+                    created_at=clock.now(),
                 )
                 .returning(ENTRIES.c.id)
             )

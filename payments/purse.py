@@ -20,7 +20,7 @@ import enum
 import logging
 
 from flask_babel import lazy_gettext
-from sqlalchemy import BigInteger, ForeignKey, String, select
+from sqlalchemy import BigInteger, ForeignKey, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from campus.database import Base, str_enum, utcnow
@@ -50,9 +50,7 @@ class PurseLoad(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), index=True)
-    top_up_id: Mapped[int | None] = mapped_column(
-        ForeignKey("top_ups.id"), unique=True
-    )
+    top_up_id: Mapped[int | None] = mapped_column(ForeignKey("top_ups.id"), unique=True)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     loaded_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     state: Mapped[LoadState] = mapped_column(str_enum(LoadState, length=16))
@@ -78,7 +76,9 @@ class LoadExceeded(Conflict):
 
 def purse_account(session: Session, card: Card) -> ledger.Account:
     return ledger.system_account(
-        session, f"purse:{card.number}", AccountKind.CARD_PURSE,
+        session,
+        f"purse:{card.number}",
+        AccountKind.CARD_PURSE,
         f"chip purse of card {card.number}",
     )
 
@@ -87,7 +87,10 @@ def add_pending_load(
     session: Session, card: Card, amount_fen: int, top_up_id: int | None
 ) -> PurseLoad:
     load = PurseLoad(
-        card=card, top_up_id=top_up_id, amount_fen=amount_fen, loaded_fen=0,
+        card=card,
+        top_up_id=top_up_id,
+        amount_fen=amount_fen,
+        loaded_fen=0,
         state=LoadState.PENDING,
     )
     session.add(load)
@@ -162,12 +165,18 @@ def confirm_load(
         created_by=f"terminal:{terminal}",
     )
     load.loaded_fen += amount_fen
-    load.state = LoadState.LOADED if load.remaining_fen == 0 else LoadState.PARTLY_LOADED
+    load.state = (
+        LoadState.LOADED if load.remaining_fen == 0 else LoadState.PARTLY_LOADED
+    )
     load.updated_at = utcnow()
     session.flush()
     logger.info(
         "purse_loaded",
-        extra={"card": card_number, "load": load.id, "amount_fen": amount_fen,
-               "terminal": terminal},
+        extra={
+            "card": card_number,
+            "load": load.id,
+            "amount_fen": amount_fen,
+            "terminal": terminal,
+        },
     )
     return load

@@ -20,6 +20,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from campus.cli import reaches_channels
 from reconciliation.run import ReconciliationError, days_to_run, reconcile_day
 
 reconcile_cli = AppGroup("reconcile", help="Reconcile against the channels' bills.")
@@ -57,6 +58,7 @@ def _run(day: dt.date, channels: tuple[str, ...]) -> bool:
 @reconcile_cli.command("run")
 @click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]))
 @click.option("--channel", type=click.Choice(CHANNELS), default=None)
+@reaches_channels
 def run_command(day: dt.datetime, channel: str | None) -> None:
     """Reconcile one business day (yyyy-mm-dd), one channel or both."""
     if not _run(day.date(), (channel,) if channel else CHANNELS):
@@ -87,13 +89,14 @@ def settle_command(day: dt.datetime) -> None:
     _settle(day.date())
 
 
-def nightly() -> bool:
-    """Reconcile yesterday for every channel, then settle the merchants when every
-    channel finished."""
+def nightly(day: dt.date | None = None) -> bool:
+    """Reconcile yesterday (or ``day``, for a night that was missed) for every
+    channel, then settle the merchants when every channel finished."""
     settings = current_app.extensions["campus.settings"]
     today = dt.datetime.now(settings.zone).date()
+    days = [day] if day is not None else list(days_to_run(today))
     ok = True
-    for day in days_to_run(today):
+    for day in days:
         if _run(day, CHANNELS):
             _settle(day)
         else:
@@ -102,9 +105,17 @@ def nightly() -> bool:
 
 
 @reconcile_cli.command("nightly")
-def nightly_command() -> None:
+@click.option(
+    "--date",
+    "day",
+    default=None,
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Run the night after this day instead (default: yesterday).",
+)
+@reaches_channels
+def nightly_command(day: dt.datetime | None) -> None:
     """Reconcile yesterday (Asia/Shanghai) for every channel, then settle."""
-    if not nightly():
+    if not nightly(day.date() if day else None):
         sys.exit(1)
 
 

@@ -9,13 +9,19 @@ foreign system on the other end of HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import logging
+import os
+import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from wsgiref.types import WSGIApplication
 
 import requests
@@ -62,9 +68,16 @@ class Faults:
     ``("user_paying_seconds", 30)``, ``("notification", "drop")``. What each name
     means is decided by the gateway that reads it; ``FAULT_NAMES`` lists them.
     A switch for one order wins over the switch for every order.
+
+    With a ``path`` the switches are kept in that JSON file and re-read when it
+    changes, so a switch set on the control page of a running server, or by
+    ``flask demo traffic``, still holds when another process (``flask reconcile
+    nightly``) asks the gateway for a bill. Values must be JSON values.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
         self._switches: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -72,7 +85,9 @@ class Faults:
         self, channel: str, name: str, value: Any, out_trade_no: str = ANY_ORDER
     ) -> None:
         with self._lock:
+            self._reload()
             self._switches.setdefault((channel, out_trade_no), {})[name] = value
+            self._save()
         logger.info(
             "sandbox_fault_set",
             extra={"channel": channel, "fault": name, "order": out_trade_no},
@@ -80,6 +95,7 @@ class Faults:
 
     def get(self, channel: str, name: str, out_trade_no: str | None = None) -> Any:
         with self._lock:
+            self._reload()
             if out_trade_no is not None:
                 own = self._switches.get((channel, out_trade_no), {})
                 if name in own:
@@ -88,23 +104,80 @@ class Faults:
 
     def clear(self, channel: str | None = None) -> None:
         with self._lock:
+            self._reload()
             for key in list(self._switches):
                 if channel is None or key[0] == channel:
                     del self._switches[key]
+            self._save()
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
+            self._reload()
             return [
                 {"channel": channel, "order": order, "name": name, "value": value}
                 for (channel, order), switches in self._switches.items()
                 for name, value in switches.items()
             ]
 
+    def _reload(self) -> None:
+        if self._path is None:
+            return
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            self._switches, self._stamp = {}, None
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            kept = json.loads(self._path.read_text(encoding="utf-8"))
+            self._switches = {
+                (entry["channel"], entry["order"]): dict(entry["switches"])
+                for entry in kept
+            }
+        except (ValueError, KeyError, TypeError):
+            # A file edited by hand into nonsense switches every fault off rather
+            # than stopping the gateways.
+            logger.warning("sandbox_faults_unreadable", extra={"path": str(self._path)})
+            self._switches = {}
+        self._stamp = stamp
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        kept = [
+            {"channel": channel, "order": order, "switches": switches}
+            for (channel, order), switches in self._switches.items()
+            if switches
+        ]
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._path.with_suffix(".partial")
+        partial.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+        os.replace(partial, self._path)
+        stat = self._path.stat()
+        self._stamp = (stat.st_mtime_ns, stat.st_size)
+
 
 # The channels' published retry schedules, in seconds after the previous attempt.
 # WeChat Pay v3: 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h (24h4m).
-WECHAT_RETRY_SCHEDULE = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600,
-                         10800, 10800, 10800, 21600, 21600)
+WECHAT_RETRY_SCHEDULE = (
+    15,
+    15,
+    30,
+    180,
+    600,
+    1200,
+    1800,
+    1800,
+    1800,
+    3600,
+    10800,
+    10800,
+    10800,
+    21600,
+    21600,
+)
 # Alipay: 4m/10m/10m/1h/2h/6h/15h.
 ALIPAY_RETRY_SCHEDULE = (240, 600, 600, 3600, 7200, 21600, 54000)
 
@@ -184,7 +257,8 @@ class Outbox:
     def pending(self, channel: str | None = None) -> list[Delivery]:
         with self._lock:
             return [
-                d for d in self._deliveries
+                d
+                for d in self._deliveries
                 if not d.done and (channel is None or d.channel == channel)
             ]
 
@@ -286,6 +360,10 @@ class Gateway:
         """The payer's current one-use payment code, refreshed as the app does."""
         raise NotImplementedError
 
+    def reset_payers(self) -> None:
+        """Every demo payer back to their starting balance, no password switch."""
+        raise NotImplementedError
+
 
 class Sandbox:
     """The shared state of one sandbox: clock, faults, outbox, and its gateways.
@@ -298,7 +376,7 @@ class Sandbox:
     def __init__(self, instance_path: Any, clock: Clock | None = None) -> None:
         self.instance_path = instance_path
         self.clock = clock or Clock()
-        self.faults = Faults()
+        self.faults = Faults(Path(instance_path) / "sandbox" / "faults.json")
         self.outbox = Outbox(self.clock)
         self.gateways: dict[str, Gateway] = {}
         self.control_app: WSGIApplication | None = None
@@ -315,3 +393,35 @@ class Sandbox:
             root,  # type: ignore[arg-type]
             {f"/{name}": gateway.app for name, gateway in self.gateways.items()},
         )
+
+
+@contextlib.contextmanager
+def served_if_absent(app: WSGIApplication, base_url: str) -> Iterator[bool]:
+    """Serve ``app`` at ``base_url`` for the length of a command, unless something
+    already answers there; yield whether this process serves it.
+
+    With the embedded default the channels' gateways are part of the service
+    (``/sandbox/…``), so a command that talks to a channel, ``flask reconcile
+    nightly`` say, needs the service to be listening. When ``flask serve`` runs,
+    it is; when it does not, the command serves the app itself on the same
+    address, and the channels, their bills and their notifications work the same.
+    Only a loopback ``base_url`` is ever served this way.
+    """
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "", parts.port or 80
+    if host not in {"127.0.0.1", "localhost"}:
+        yield False
+        return
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        pass
+    else:
+        yield False
+        return
+    server = LoopbackServer(app, port=port).start()
+    logger.info("sandbox_served_by_command", extra={"url": base_url})
+    try:
+        yield True
+    finally:
+        server.stop()

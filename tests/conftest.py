@@ -185,6 +185,10 @@ def live_app(app, settings: Settings) -> Iterator[LiveApp]:  # type: ignore[no-u
     live = LiveApp(served, server.url)
     live.sandbox.clock.reset()
     live.sandbox.faults.clear()
+    # The sandbox's payers live as long as the test session; a worker's hundredth
+    # top-up must not find demo-1's wallet empty.
+    for gateway in live.sandbox.gateways.values():
+        gateway.reset_payers()
     yield live
     live.sandbox.clock.reset()
     live.sandbox.faults.clear()

@@ -193,7 +193,12 @@ def _read_upload(upload: FileStorage | None) -> bytes:
     if upload is None:
         raise NotAPdf("empty")
     limit = _config().max_bytes
-    data = upload.stream.read(limit + 1)
+    try:
+        data = upload.stream.read(limit + 1)
+    finally:
+        # A large upload was spooled to a temporary file; it goes now, not
+        # whenever the collector finds it.
+        upload.close()
     if len(data) > limit:
         raise FileTooLarge(limit)
     if not data:

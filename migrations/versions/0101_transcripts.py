@@ -399,7 +399,6 @@ def upgrade() -> None:
         )
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("transcript_share_link_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_transcript_share_link_events_link_id"))

@@ -20,6 +20,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from campus.auth import Operator
+from campus.cli import reaches_channels
 from campus.database import db
 from payments.merchants import Terminal, find_merchant
 from payments.money import parse_fen
@@ -80,6 +81,7 @@ def _stamp() -> int:
 @click.option("--order-no", default=None, help="default: a new one")
 @click.option("--server", default=None, help="http://host:port of a running server")
 @click.option("--secret", default=None, help="terminal secret (default: database)")
+@reaches_channels
 def pay_command(
     key_id: str,
     amount: str,
@@ -117,6 +119,7 @@ def pay_command(
 @click.option("--order-no", required=True)
 @click.option("--server", default=None)
 @click.option("--secret", default=None)
+@reaches_channels
 def query_command(
     key_id: str, order_no: str, server: str | None, secret: str | None
 ) -> None:
@@ -133,6 +136,7 @@ def query_command(
 
 
 @pos.command("resolve-stale")
+@reaches_channels
 def resolve_command() -> None:
     """Finish payments a crashed process left paying (cron or systemd timer)."""
     report = service.resolve_stale()

@@ -249,6 +249,14 @@ class AlipayGateway(Gateway):
         with self._session() as session:
             self._payer(session, payer_id).password_seconds = max(0, seconds)
 
+    def reset_payers(self) -> None:
+        """Every demo payer back to their starting balance, no password switch."""
+        with self._session() as session:
+            for demo_id, _, _, _, _, balance_fen in DEMO_PAYERS:
+                payer = self._payer(session, demo_id)
+                payer.balance_fen = balance_fen
+                payer.password_seconds = 0
+
     def set_balance(self, payer_id: str, balance_fen: int) -> None:
         with self._session() as session:
             self._payer(session, payer_id).balance_fen = balance_fen
@@ -444,24 +452,13 @@ class AlipayGateway(Gateway):
             self.release_held_notifications()
 
     def _enqueue(self, notice: _Notice, delay: float, url: str) -> None:
-        schedule = ALIPAY_RETRY_SCHEDULE
+        def stamp(delivery: Delivery) -> None:
+            # Each attempt is signed afresh with notify_time = when it is sent,
+            # as Alipay does, however late a retry or a held delivery goes out.
+            delivery.body = notice.body(self.clock.now())
 
         def accepted(response: requests.Response) -> bool:
-            ok = response.status_code == 200 and response.text.strip() == "success"
-            delivery = notice.delivery
-            if not ok and delivery is not None:
-                # Outbox appends this attempt after asking us; the next attempt's
-                # wait is therefore schedule[len(attempts)]. Known gap: when the
-                # receiver cannot be reached at all, Outbox never asks us, so the
-                # next attempt repeats this notify_time and a receiver that checks
-                # freshness refuses it as stale. Fixing it needs a hook in
-                # sandbox.core.Outbox called before every attempt.
-                retry = len(delivery.attempts)
-                if retry < len(schedule):
-                    delivery.body = notice.body(
-                        self.clock.now() + dt.timedelta(seconds=schedule[retry])
-                    )
-            return ok
+            return response.status_code == 200 and response.text.strip() == "success"
 
         first = self.clock.now() + dt.timedelta(seconds=delay)
         notice.delivery = self.outbox.enqueue(
@@ -473,8 +470,9 @@ class AlipayGateway(Gateway):
                 "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"
             },
             accepted=accepted,
-            schedule=schedule,
+            schedule=ALIPAY_RETRY_SCHEDULE,
             delay_seconds=delay,
+            before_attempt=stamp,
         )
 
     # -- the Flask app --------------------------------------------------------------

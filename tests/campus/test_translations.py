@@ -22,11 +22,25 @@ def _catalog(locale: str):
 def test_every_message_in_the_code_is_in_the_chinese_catalogue(tmp_path):
     template = tmp_path / "messages.pot"
     subprocess.run(
-        [str(Path(sys.executable).with_name("pybabel")), "-q", "extract", "-F",
-         str(ROOT / "babel.cfg"), "-k", "lazy_gettext", "-k", "_l", "--no-location",
-         "--ignore-dirs", ".* _* .venv node_modules tests bench", "-o", str(template),
-         "."],
-        cwd=ROOT, check=True,
+        [
+            str(Path(sys.executable).with_name("pybabel")),
+            "-q",
+            "extract",
+            "-F",
+            str(ROOT / "babel.cfg"),
+            "-k",
+            "lazy_gettext",
+            "-k",
+            "_l",
+            "--no-location",
+            "--ignore-dirs",
+            ".* _* .venv node_modules tests bench",
+            "-o",
+            str(template),
+            ".",
+        ],
+        cwd=ROOT,
+        check=True,
     )
     with open(template, "rb") as file:
         wanted = {message.id for message in read_po(file) if message.id}

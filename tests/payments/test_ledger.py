@@ -197,8 +197,14 @@ def test_a_card_that_is_not_active_cannot_pay_or_be_credited(
         pay_from_wallet(session, card.number, merchant, 100, idempotency_ref="p:x")
     session.rollback()
     with pytest.raises(CardNotActive):
-        credit_wallet(session, card.number, ledger.clearing_account(session, "wechat"),
-                      100, kind=EntryKind.TOP_UP, idempotency_ref="t:x")
+        credit_wallet(
+            session,
+            card.number,
+            ledger.clearing_account(session, "wechat"),
+            100,
+            kind=EntryKind.TOP_UP,
+            idempotency_ref="t:x",
+        )
     session.rollback()
 
     assert refused_payment.value.fields["card_status"] == status

@@ -25,17 +25,24 @@ DESKTOP = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
 def _open_and_pay(live_app, browser, card, amount="50", pay=True) -> str:
     created = browser.post(
         f"{live_app.url}/api/top-ups",
-        json={"amount": amount, "channel": "wechat", "payer_kind": "native",
-              "card": card.number},
+        json={
+            "amount": amount,
+            "channel": "wechat",
+            "payer_kind": "native",
+            "card": card.number,
+        },
         timeout=10,
     )
     assert created.status_code == 201, created.text
     number = created.json()["out_trade_no"]
     if pay:
-        cashier = browser.post(f"{live_app.url}/sandbox/scan",
-                               data={"code_url": created.json()["qr_content"]})
-        confirmed = browser.post(cashier.url, data={"payer": "demo-1",
-                                                   "action": "confirm"})
+        cashier = browser.post(
+            f"{live_app.url}/sandbox/scan",
+            data={"code_url": created.json()["qr_content"]},
+        )
+        confirmed = browser.post(
+            cashier.url, data={"payer": "demo-1", "action": "confirm"}
+        )
         assert confirmed.status_code == 200
     return number
 
@@ -43,6 +50,7 @@ def _open_and_pay(live_app, browser, card, amount="50", pay=True) -> str:
 def _in_app(live_app, job):
     """Run ``job`` as the scheduler would: in a thread of its own, inside the
     served app's context (the test's own session stays untouched)."""
+
     def run():
         with live_app.app.app_context():
             return job()
@@ -73,8 +81,9 @@ def _state(session, number: str) -> TopUpState:
     return find_top_up(session, number).state
 
 
-def test_a_wrongly_signed_notification_credits_nothing(live_app, student_browser,
-                                                     session):
+def test_a_wrongly_signed_notification_credits_nothing(
+    live_app, student_browser, session
+):
     browser = student_browser(DESKTOP)
     card = student_browser.card
     live_app.sandbox.faults.set("wechat", "notification", "bad_signature")
@@ -86,8 +95,9 @@ def test_a_wrongly_signed_notification_credits_nothing(live_app, student_browser
     assert _balance(session, card) == 1000
     assert _state(session, number) is TopUpState.PAYING
     assert _records(session, number) in ([], ["refused"])  # no id before verifying
-    refused = session.scalars(select(NotificationRecord)
-                              .where(NotificationRecord.outcome == "refused")).all()
+    refused = session.scalars(
+        select(NotificationRecord).where(NotificationRecord.outcome == "refused")
+    ).all()
     assert refused and "BadNotificationSignature" in refused[-1].reason
 
 
@@ -105,23 +115,35 @@ def _signed_post(live_app, resource: dict, stamp: int) -> requests.Response:
         | {"original_type": "transaction"},
     }
     body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    headers = {"Content-Type": "application/json",
-               **protocol.signed_headers(key, serial, body, stamp)}
-    return requests.post(f"{live_app.url}/notify/wechat", data=body.encode(),
-                         headers=headers, timeout=10)
+    headers = {
+        "Content-Type": "application/json",
+        **protocol.signed_headers(key, serial, body, stamp),
+    }
+    return requests.post(
+        f"{live_app.url}/notify/wechat", data=body.encode(), headers=headers, timeout=10
+    )
 
 
 def _resource(live_app, number: str, amount_fen: int, mchid: str | None = None) -> dict:
     gateway = live_app.sandbox.gateways["wechat"]
     return {
-        "mchid": mchid or gateway.keys.mchid, "appid": gateway.keys.appid,
-        "out_trade_no": number, "transaction_id": "4200009999" + number[-8:],
-        "trade_type": "NATIVE", "trade_state": "SUCCESS", "trade_state_desc": "支付成功",
-        "bank_type": "OTHERS", "attach": "",
+        "mchid": mchid or gateway.keys.mchid,
+        "appid": gateway.keys.appid,
+        "out_trade_no": number,
+        "transaction_id": "4200009999" + number[-8:],
+        "trade_type": "NATIVE",
+        "trade_state": "SUCCESS",
+        "trade_state_desc": "支付成功",
+        "bank_type": "OTHERS",
+        "attach": "",
         "success_time": dt.datetime.now(dt.UTC).isoformat(),
         "payer": {"openid": "o-demo"},
-        "amount": {"total": amount_fen, "payer_total": amount_fen,
-                   "currency": "CNY", "payer_currency": "CNY"},
+        "amount": {
+            "total": amount_fen,
+            "payer_total": amount_fen,
+            "currency": "CNY",
+            "payer_currency": "CNY",
+        },
     }
 
 
@@ -138,8 +160,9 @@ def test_a_stale_notification_credits_nothing(live_app, student_browser, session
     assert _state(session, number) is TopUpState.PAYING
 
 
-def test_a_notification_for_another_merchant_credits_nothing(live_app,
-                                                           student_browser, session):
+def test_a_notification_for_another_merchant_credits_nothing(
+    live_app, student_browser, session
+):
     browser = student_browser(DESKTOP)
     card = student_browser.card
     number = _open_and_pay(live_app, browser, card, pay=False)
@@ -154,8 +177,9 @@ def test_a_notification_for_another_merchant_credits_nothing(live_app,
     assert _records(session, number) == ["refused"]
 
 
-def test_a_correctly_signed_notification_is_accepted(live_app, student_browser,
-                                                   session):
+def test_a_correctly_signed_notification_is_accepted(
+    live_app, student_browser, session
+):
     """The same hand-made notification as above, addressed to us: the refusals
     above are about what they changed, not about how they were made."""
     browser = student_browser(DESKTOP)
@@ -169,8 +193,9 @@ def test_a_correctly_signed_notification_is_accepted(live_app, student_browser,
     assert _balance(session, card) == 6000
 
 
-def test_a_notification_with_a_different_amount_is_flagged(live_app,
-                                                         student_browser, session):
+def test_a_notification_with_a_different_amount_is_flagged(
+    live_app, student_browser, session
+):
     browser = student_browser(DESKTOP)
     card = student_browser.card
     live_app.sandbox.faults.set("wechat", "notification", "amount")
@@ -198,8 +223,9 @@ def test_a_duplicated_notification_credits_once(live_app, student_browser, sessi
     assert ledger.check_ledger(session) == []
 
 
-def test_a_dropped_notification_is_settled_by_the_query_job(live_app,
-                                                          student_browser, session):
+def test_a_dropped_notification_is_settled_by_the_query_job(
+    live_app, student_browser, session
+):
     browser = student_browser(DESKTOP)
     card = student_browser.card
     live_app.sandbox.faults.set("wechat", "notification", "drop")
@@ -207,8 +233,9 @@ def test_a_dropped_notification_is_settled_by_the_query_job(live_app,
 
     now = dt.datetime.now(dt.UTC)
     early = _in_app(live_app, lambda: resolve_stale_top_ups(now=now))
-    late = _in_app(live_app, lambda: resolve_stale_top_ups(
-        now=now + dt.timedelta(minutes=3)))
+    late = _in_app(
+        live_app, lambda: resolve_stale_top_ups(now=now + dt.timedelta(minutes=3))
+    )
 
     assert live_app.sandbox.outbox.deliver_due() == 0
     assert early.settled == 0 and late.settled == 1
@@ -216,18 +243,26 @@ def test_a_dropped_notification_is_settled_by_the_query_job(live_app,
     assert _balance(session, card) == 6000
 
 
-def test_an_abandoned_order_is_closed_at_the_channel_then_here(live_app,
-                                                             student_browser, session):
+def test_an_abandoned_order_is_closed_at_the_channel_then_here(
+    live_app, student_browser, session
+):
     browser = student_browser(DESKTOP)
     card = student_browser.card
-    created = browser.post(f"{live_app.url}/api/top-ups",
-                           json={"amount": "50", "channel": "wechat",
-                                 "payer_kind": "native", "card": card.number}).json()
+    created = browser.post(
+        f"{live_app.url}/api/top-ups",
+        json={
+            "amount": "50",
+            "channel": "wechat",
+            "payer_kind": "native",
+            "card": card.number,
+        },
+    ).json()
 
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)
     report = _in_app(live_app, lambda: resolve_stale_top_ups(now=later))
-    cashier = browser.post(f"{live_app.url}/sandbox/scan",
-                           data={"code_url": created["qr_content"]})
+    cashier = browser.post(
+        f"{live_app.url}/sandbox/scan", data={"code_url": created["qr_content"]}
+    )
     too_late = browser.post(cashier.url, data={"payer": "demo-1", "action": "confirm"})
 
     assert report.closed == 1
@@ -260,8 +295,9 @@ def test_a_payment_for_an_order_we_closed_is_flagged_not_credited(
 
 
 @pytest.mark.postgres
-def test_ten_copies_of_one_notification_racing_credit_once(live_app,
-                                                          student_browser, session):
+def test_ten_copies_of_one_notification_racing_credit_once(
+    live_app, student_browser, session
+):
     browser = student_browser(DESKTOP)
     card = student_browser.card
     live_app.sandbox.faults.set("wechat", "notification", "delay")
@@ -273,8 +309,9 @@ def test_ten_copies_of_one_notification_racing_credit_once(live_app,
 
     def post(_):
         barrier.wait()
-        return requests.post(delivery.url, data=delivery.body, headers=headers,
-                             timeout=30).status_code
+        return requests.post(
+            delivery.url, data=delivery.body, headers=headers, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(10) as pool:
         statuses = list(pool.map(post, range(10)))

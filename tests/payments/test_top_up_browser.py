@@ -37,8 +37,9 @@ def test_a_phone_top_up_through_wechat_h5_shows_the_new_balance(
         timeout=15_000
     )
     result_balance = page.get_by_test_id("balance").inner_text()
-    page.screenshot(path=str(live_app.app.instance_path) + "/top-up-phone.png",
-                    full_page=True)
+    page.screenshot(
+        path=str(live_app.app.instance_path) + "/top-up-phone.png", full_page=True
+    )
     page.goto(f"{live_app.url}/card")
     card_balance = page.get_by_test_id("balance").inner_text()
     width = page.evaluate("document.documentElement.scrollWidth")

@@ -17,7 +17,8 @@ from reconciliation.settlement import (
     settle_merchants,
 )
 
-DAY = dt.date.today()
+# Entries are stamped now, in UTC; the tests' window is that UTC day.
+DAY = dt.datetime.now(dt.UTC).date()
 
 
 def _bounds():

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import itertools
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from campus.people import Person, PersonKind
 from transcripts.records import (
@@ -29,6 +32,21 @@ from transcripts.records import (
 )
 
 NOW = dt.datetime(2026, 7, 10, 2, 0, tzinfo=dt.UTC)
+
+
+def pdf_form(pdf: bytes, name: str = "transcript.pdf") -> dict[str, Any]:
+    """Keyword arguments for a test client's POST of one PDF as the form's
+    ``file``.
+
+    Encoded in memory: given a file, werkzeug's test client spools a body over
+    500 KB to a temporary file that it never closes, and the ResourceWarning
+    then fails whichever test the collector happens to run in.
+    """
+    upload = FileStorage(io.BytesIO(pdf), filename=name, content_type="application/pdf")
+    boundary, body = encode_multipart({"file": upload})
+    return {"data": body, "content_type": f"multipart/form-data; boundary={boundary}"}
+
+
 _numbers = itertools.count(1)
 
 CHINESE_COURSES = [

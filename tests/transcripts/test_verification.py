@@ -4,7 +4,6 @@ the API: each case answered with its own outcome, status and checks."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 
 import pytest
@@ -15,19 +14,15 @@ from campus.database import db, utcnow
 from transcripts import codes, registry, sharing, verification
 from transcripts.sharing import LinkEventKind
 
-from .conftest import NOW
+from .conftest import NOW, pdf_form
 
 
 def upload_page(client, pdf: bytes, lang: str = "zh"):
-    return client.post(
-        f"/verify?lang={lang}", data={"file": (io.BytesIO(pdf), "transcript.pdf")}
-    )
+    return client.post(f"/verify?lang={lang}", **pdf_form(pdf))
 
 
 def upload_api(client, pdf: bytes):
-    response = client.post(
-        "/api/verify?lang=en", data={"file": (io.BytesIO(pdf), "transcript.pdf")}
-    )
+    response = client.post("/api/verify?lang=en", **pdf_form(pdf))
     return response, response.get_json()
 
 
