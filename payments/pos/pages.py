@@ -13,6 +13,7 @@ a query does, and the POS learns the result through its ``query``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 from typing import Any
 from urllib.parse import urlencode
@@ -258,14 +259,15 @@ def web_pos() -> str:
             amount = parse_fen(request.form.get("amount", ""))
             order_no = request.form.get("order_no") or secrets.token_hex(8)
             code = request.form.get("code", "").strip()
+            tap = bool(request.form.get("tap"))
             result = service.pay(
                 SignedBy.of(terminal),
                 service.PayRequest(
                     order_no=order_no,
                     amount_fen=amount,
-                    body_hash=f"web:{order_no}:{amount}:{code}",
-                    code=code if not request.form.get("tap") else None,
-                    card_number=code if request.form.get("tap") else None,
+                    body_hash=_web_pos_hash(order_no, amount, code, tap=tap),
+                    code=code if not tap else None,
+                    card_number=code if tap else None,
                     pin=request.form.get("pin") or None,
                 ),
             )
@@ -278,6 +280,16 @@ def web_pos() -> str:
         error=error,
         format_yuan=format_yuan,
     )
+
+
+def _web_pos_hash(order_no: str, amount_fen: int, code: str, *, tap: bool) -> str:
+    """What the web POS keeps in ``request_hash``: a SHA-256 digest, as the
+    terminal API keeps of its body, so that the code (or the tapped card's
+    number) is never stored while a repeated order number with another code is
+    still refused."""
+    source = "tap" if tap else "code"
+    text = f"web\n{order_no}\n{amount_fen}\n{source}\n{code}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def payments_of_day(merchant: Merchant, now: dt.datetime) -> list[PosPayment]:
