@@ -97,6 +97,9 @@ class Discrepancy(Base):
     bill_line: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(String(255), default="")
     hold_until: Mapped[dt.date | None] = mapped_column(Date)
+    matched_on: Mapped[dt.date | None] = mapped_column(Date)
+    """For a held item that matched late: the day whose bill listed it, so that
+    that day's run can count it again however many times it is re-run."""
     found_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[dt.datetime | None]
     resolution: Mapped[str | None] = mapped_column(String(24))

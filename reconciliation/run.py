@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -162,13 +162,19 @@ def reconcile_day(
         # The bill is read and matched in one pass, in memory; nothing is written
         # until its last line and its summary have been checked.
         matched = _match(
-            channel, _lines(bill, channel, day) if bill else (), start, end
+            channel, day, _lines(bill, channel, day) if bill else (), start, end
         )
     except ReconciliationError as error:
         _fail(run.id, str(error))
         raise
-    counts = _record_all(channel, day, matched, start, hold_days, progress, batch)
+    _record_all(channel, day, matched, start, hold_days, progress, batch)
+    # Releasing holds, booking fees, counting and finishing commit together: a run
+    # killed before this point leaves them all to the next one, which then counts
+    # exactly what an uninterrupted run would have.
     with db.transaction() as session:
+        released = _release_expired_holds(session, channel, day)
+        fees_fen = _book_fees(session, channel, day, matched)
+        counts = _recount(session, channel, day, matched.matched, released, fees_fen)
         run = session.get_one(ReconciliationRun, run.id)
         run.state = RunState.FINISHED
         run.finished_at = utcnow()
@@ -360,17 +366,31 @@ class _Matched:
 
 
 def _match(
-    channel: str, lines: Iterable[BillLine], start: dt.datetime, end: dt.datetime
+    channel: str,
+    day: dt.date,
+    lines: Iterable[BillLine],
+    start: dt.datetime,
+    end: dt.datetime,
 ) -> _Matched:
     session = db.session()
     try:
         paid, refunded = _ours(session, channel, start, end)
+        # An order repaired by an interrupted run of this day is now paid and would
+        # match; it is matched as it stood before, so the day sorts as it first did.
+        before = _as_before_repair(session, channel, day)
+        for out_trade_no, record in before.items():
+            if out_trade_no in paid:
+                paid[out_trade_no] = record
         matcher = DayMatch(paid, refunded, FEE_RATES.get(channel, 0))
         for line in lines:
             matcher.add(line)
         del paid, refunded
+        lookup = _lookup_order(session)
         # Only now, the bill being whole: the lines of orders not paid that day.
-        findings = matcher.finish(_lookup_order(session), _lookup_refund(session))
+        findings = matcher.finish(
+            lambda number: before.get(number) or lookup(number),
+            _lookup_refund(session),
+        )
     finally:
         session.rollback()
     return _Matched(
@@ -382,6 +402,33 @@ def _match(
     )
 
 
+def _as_before_repair(
+    session: Session, channel: str, day: dt.date
+) -> dict[str, OrderRecord]:
+    """The orders this day's runs have repaired, as they were found: unpaid."""
+    return {
+        item.out_trade_no: OrderRecord(
+            kind=item.order_kind or "",
+            out_trade_no=item.out_trade_no,
+            channel=channel,
+            state=item.our_state or "unpaid",
+            amount_fen=item.our_amount_fen or 0,
+            transaction_id=None,
+            paid_at=None,
+            merchant=item.merchant,
+        )
+        for item in session.scalars(
+            select(Discrepancy).where(
+                Discrepancy.channel == channel,
+                Discrepancy.day == day,
+                Discrepancy.kind == FindingKind.CHANNEL_ONLY.value,
+                Discrepancy.status == DiscrepancyStatus.REPAIRED,
+            )
+        )
+        if item.out_trade_no
+    }
+
+
 def _record_all(
     channel: str,
     day: dt.date,
@@ -390,14 +437,13 @@ def _record_all(
     hold_days: int,
     progress: Callable[[int, int], None] | None,
     batch: int,
-) -> dict[str, int]:
-    counts: Counter[str] = Counter()
-    if matched.matched:
-        counts[FindingKind.MATCHED.value] = matched.matched
+) -> None:
+    """Record the findings in committed batches of ``batch``, skipping those an
+    earlier, interrupted run of the day recorded already."""
     findings = matched.findings
     with db.transaction() as session:
-        # What an earlier, interrupted run of the day recorded: one query, not one
-        # per finding (a first run finds nothing and inserts every row at once).
+        # One query, not one per finding (a first run finds nothing and inserts
+        # every row at once).
         known = {
             (kind, key)
             for kind, key in session.execute(
@@ -411,22 +457,57 @@ def _record_all(
         with db.transaction() as session:
             rows: list[dict[str, object]] = []
             for finding in findings[offset : offset + batch]:
-                if finding.kind is not FindingKind.MATCHED:
-                    counts[finding.kind.value] += 1
-                outcome = _record(
-                    session, channel, day, finding, start, hold_days, known, rows
-                )
-                if outcome:
-                    counts[outcome] += 1
+                _record(session, channel, day, finding, start, hold_days, known, rows)
             if rows:
                 session.execute(insert(Discrepancy), rows)
         if progress is not None:
             progress(matched.matched + min(offset + batch, len(findings)), total)
     if progress is not None and not findings:
         progress(total, total)
-    with db.transaction() as session:
-        counts["released"] = _release_expired_holds(session, channel, day)
-        counts["fees_fen"] = _book_fees(session, channel, day, matched)
+
+
+def _recount(
+    session: Session,
+    channel: str,
+    day: dt.date,
+    matched: int,
+    released: int,
+    fees_fen: int,
+) -> dict[str, int]:
+    """The run's counts, read back from the rows it stored rather than counted as
+    it went: what a re-run skips as already recorded is counted all the same."""
+    counts: Counter[str] = Counter()
+    if matched:
+        counts[FindingKind.MATCHED.value] = matched
+    rows = session.execute(
+        select(
+            Discrepancy.kind,
+            Discrepancy.status == DiscrepancyStatus.REPAIRED,
+            Discrepancy.hold_until.is_not(None),
+            func.count(),
+        )
+        .where(Discrepancy.channel == channel, Discrepancy.day == day)
+        .group_by(
+            Discrepancy.kind,
+            Discrepancy.status == DiscrepancyStatus.REPAIRED,
+            Discrepancy.hold_until.is_not(None),
+        )
+    )
+    for kind, repaired, held, number in rows:
+        counts[kind] += number
+        if repaired:
+            counts["repaired"] += number
+        if held:
+            counts["held"] += number
+    late = session.scalar(
+        select(func.count()).where(
+            Discrepancy.channel == channel, Discrepancy.matched_on == day
+        )
+    )
+    if late:
+        counts["matched_late"] = late
+    counts["released"] = released
+    counts["fees_fen"] = fees_fen
     return dict(counts)
 
 
@@ -458,18 +539,17 @@ def _record(
     hold_days: int,
     known: set[tuple[str, str]],
     rows: list[dict[str, object]],
-) -> str | None:
-    """Record one finding as a row to insert into ``rows`` (unless ``known`` has
-    it); returns an extra count name (``repaired``, ``held``, ``matched_late``)
-    when something beyond recording happened."""
+) -> None:
+    """Record one finding as a row to insert into ``rows``, unless ``known`` has
+    it; a match of an order paid on an earlier day closes what was held for it."""
     if finding.kind is FindingKind.MATCHED:
         order = finding.ours
         if isinstance(order, OrderRecord) and order.paid_at and order.paid_at < start:
-            return _close_held(session, channel, order.out_trade_no)
-        return None
+            _close_held(session, channel, day, order.out_trade_no)
+        return
     identity = (finding.kind.value, finding.key[:64])
     if identity in known:
-        return None
+        return
     known.add(identity)
 
     line, ours = finding.line, finding.ours
@@ -499,19 +579,15 @@ def _record(
         "resolved_by": None,
         "found_at": utcnow(),
     }
-    extra = None
     if finding.kind is FindingKind.OURS_ONLY and hold_days > 0:
         discrepancy["status"] = DiscrepancyStatus.HELD
         discrepancy["hold_until"] = day + dt.timedelta(days=hold_days)
-        extra = "held"
     if finding.repairable and finding.kind is FindingKind.CHANNEL_ONLY and line:
         if _repair(session, channel, line, finding):
             discrepancy["status"] = DiscrepancyStatus.REPAIRED
             discrepancy["closed_at"] = utcnow()
             discrepancy["resolved_by"] = "reconciliation"
-            extra = "repaired"
     rows.append(discrepancy)
-    return extra
 
 
 def _repair(session: Session, channel: str, line: BillLine, finding: Finding) -> bool:
@@ -542,7 +618,9 @@ def _repair(session: Session, channel: str, line: BillLine, finding: Finding) ->
     return outcome in {SettleOutcome.CREDITED, SettleOutcome.ALREADY}
 
 
-def _close_held(session: Session, channel: str, out_trade_no: str) -> str | None:
+def _close_held(
+    session: Session, channel: str, day: dt.date, out_trade_no: str
+) -> None:
     held = session.scalars(
         select(Discrepancy).where(
             Discrepancy.channel == channel,
@@ -553,9 +631,9 @@ def _close_held(session: Session, channel: str, out_trade_no: str) -> str | None
     ).all()
     for item in held:
         item.status = DiscrepancyStatus.MATCHED_LATE
+        item.matched_on = day
         item.closed_at = utcnow()
         item.resolved_by = "reconciliation"
-    return "matched_late" if held else None
 
 
 def _release_expired_holds(session: Session, channel: str, day: dt.date) -> int:

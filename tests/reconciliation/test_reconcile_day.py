@@ -237,12 +237,51 @@ def test_the_command_line_reconciles_a_day_and_reports_each_channel(
     assert f"alipay {trading_day}: finished, 0 lines;" in result.output
 
 
+def _trade_a_faulty_day(live_app, shopper, day: dt.date) -> list[str]:
+    """Two clean top-ups, a changed amount, a line missing from the bill and three
+    lost notifications, all of 10 yuan: every order number, in that order."""
+    live_app.sandbox.faults.clear()
+    live_app.sandbox.clock.set(dt.datetime.combine(day, dt.time(12), SHANGHAI))
+    numbers = [_pay(live_app, shopper, amount="10") for _ in range(4)]
+    live_app.sandbox.outbox.deliver_due()
+    live_app.sandbox.faults.set("wechat", "bill", "changed_amount", numbers[2])
+    live_app.sandbox.faults.set("wechat", "bill", "missing_line", numbers[3])
+    live_app.sandbox.faults.set("wechat", "notification", "drop")
+    numbers += [_pay(live_app, shopper, amount="10") for _ in range(3)]
+    _after_bills_are_ready(live_app, day)
+    return numbers
+
+
+def _outcome(session, day: dt.date, numbers: list[str]) -> list[tuple]:
+    """The day's discrepancies by the position of their order, so that two days of
+    the same trading compare equal."""
+    session.rollback()
+    items = session.scalars(select(Discrepancy).where(Discrepancy.day == day)).all()
+    return sorted(
+        (
+            numbers.index(item.key),
+            item.kind,
+            item.status.value,
+            item.our_amount_fen,
+            item.channel_amount_fen,
+        )
+        for item in items
+    )
+
+
 def test_a_run_killed_half_way_is_finished_by_the_next_one(
     live_app, shopper, session, trading_day
 ):
-    live_app.sandbox.faults.set("wechat", "notification", "drop")
-    numbers = [_pay(live_app, shopper, amount="10") for _ in range(4)]
-    _after_bills_are_ready(live_app, trading_day)
+    # Hold days beyond the gap between the two days: neither run releases the
+    # other's held item.
+    options = {"batch": 2, "hold_days": 7}
+    balance = (session.rollback(), shopper.card.wallet.balance_fen)[1]
+    reference_numbers = _trade_a_faulty_day(live_app, shopper, trading_day)
+    reference = _reconcile(live_app, trading_day, **options)
+    reference_gain = (session.rollback(), shopper.card.wallet.balance_fen)[1] - balance
+    balance += reference_gain
+    killed_day = trading_day + dt.timedelta(days=5)
+    numbers = _trade_a_faulty_day(live_app, shopper, killed_day)
 
     class Killed(Exception):
         pass
@@ -251,18 +290,24 @@ def test_a_run_killed_half_way_is_finished_by_the_next_one(
         raise Killed(f"{done} of {total}")
 
     with pytest.raises(Killed):
-        _reconcile(live_app, trading_day, batch=2, progress=kill_after_first_batch)
-    half = _discrepancies(session, trading_day)
+        _reconcile(live_app, killed_day, progress=kill_after_first_batch, **options)
+    half = _discrepancies(session, killed_day)
     live_app.sandbox.clock.advance(3600)  # the dead run's lease runs out
-    finished = _reconcile(live_app, trading_day, batch=2)
+    finished = _reconcile(live_app, killed_day, **options)
 
-    assert len(half) == 2  # the first batch was committed, the rest not
+    # The first batch was committed, one of its lost notifications repaired.
+    assert sorted(half.values()) == [
+        ("amount_mismatch", "open"),
+        ("channel_only", "repaired"),
+    ]
     assert finished.state is RunState.FINISHED and finished.attempts == 2
-    assert _discrepancies(session, trading_day) == {
-        number: ("channel_only", "repaired") for number in numbers
-    }
+    assert finished.counts == reference.counts
+    assert reference.counts["repaired"] == 3 and reference.counts["matched"] == 2
+    assert _outcome(session, killed_day, numbers) == _outcome(
+        session, trading_day, reference_numbers
+    )
     session.rollback()
-    assert shopper.card.wallet.balance_fen == 1000 + 4 * 1000
+    assert shopper.card.wallet.balance_fen - balance == reference_gain == 7 * 1000
     assert ledger.check_ledger(session) == []
 
 
