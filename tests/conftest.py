@@ -37,6 +37,14 @@ POSTGRES_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "unbalances_ledger(reason): the test breaks the ledger on purpose; the "
+        "check after it is skipped",
+    )
+
+
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
@@ -101,13 +109,34 @@ def settings(database_url: str, instance_path: Path, engine: Engine) -> Settings
 
 
 @pytest.fixture
-def app(settings: Settings, engine: Engine) -> Iterator:
+def app(settings: Settings, engine: Engine, request: pytest.FixtureRequest) -> Iterator:
     app = create_app(settings)
     app.config["TESTING"] = True
     with app.app_context():
         yield app
     db.session.remove()
-    empty_tables(engine)
+    try:
+        problems = _ledger_problems(engine, request.node)
+    finally:
+        empty_tables(engine)
+    if problems:
+        pytest.fail(
+            "the test left the ledger unbalanced (flask ledger check):\n"
+            + "\n".join(f"  {p.account or '-'}: {p.description}" for p in problems),
+            pytrace=False,
+        )
+
+
+def _ledger_problems(engine: Engine, item: pytest.Item) -> list[ledger.LedgerProblem]:
+    marker = item.get_closest_marker("unbalances_ledger")
+    if marker is not None:
+        if not (marker.args or marker.kwargs.get("reason")):
+            pytest.fail("unbalances_ledger needs a reason", pytrace=False)
+        return []
+    # A session of its own, not the app's: it sees only what the test committed,
+    # which is what a later ``flask ledger check`` would see.
+    with Session(engine) as session:
+        return ledger.check_ledger(session)
 
 
 def empty_tables(engine: Engine) -> None:

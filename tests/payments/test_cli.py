@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import update
 
 from payments.ledger import Account
@@ -19,6 +20,7 @@ def test_demo_seed_then_ledger_check_reports_balanced(app):
     assert "ledger balanced" in checked.output
 
 
+@pytest.mark.unbalances_ledger("drifts a balance to prove `flask ledger check` fails")
 def test_ledger_check_fails_naming_the_drifted_account(app, session, make_card):
     card = make_card(balance_fen=700)
     session.execute(

@@ -126,6 +126,7 @@ def test_the_database_refuses_a_negative_wallet_even_past_the_code(session, make
     assert "non_negative" in str(raised.value) or "CHECK" in str(raised.value)
 
 
+@pytest.mark.unbalances_ledger("drifts a cached balance to prove the check names it")
 def test_check_names_an_account_whose_cached_balance_drifted(session, make_card):
     card = make_card(balance_fen=300)
     session.execute(
@@ -139,6 +140,7 @@ def test_check_names_an_account_whose_cached_balance_drifted(session, make_card)
     assert "301" in problems[0].description and "300" in problems[0].description
 
 
+@pytest.mark.unbalances_ledger("edits a posting to prove the check finds the entry")
 def test_check_finds_an_entry_that_does_not_balance(session, make_card):
     card = make_card(balance_fen=300)
     posting = session.scalars(
