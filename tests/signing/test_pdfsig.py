@@ -27,7 +27,7 @@ from signing.config import Level
 from signing.devpki import DevelopmentPKI
 from signing.service import SigningService
 from tests.signing import tampering
-from tests.signing.conftest import run_pdfsig
+from tests.signing.conftest import missing_tool, run_pdfsig
 
 LEVELS = list(Level)
 
@@ -77,7 +77,7 @@ def nss_database(pki: DevelopmentPKI, signing_folder: Path) -> str:
     administrator installed it would."""
     certutil = shutil.which("certutil")
     if certutil is None:
-        pytest.skip("needs NSS's certutil: apt-get install libnss3-tools")
+        missing_tool("needs NSS's certutil: apt-get install libnss3-tools")
     folder = signing_folder / "nss"
     folder.mkdir()
     database = f"sql:{folder}"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from io import BytesIO
 
 import pytest
+import requests
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.fields import MDPPerm
 
@@ -92,9 +93,19 @@ def test_b_lta_is_the_default_and_a_no_changes_certification(
 def test_b_lta_validates_offline_after_the_signer_certificate_expired(
     service: SigningService, signed: Callable[[Level], bytes], pki: DevelopmentPKI
 ) -> None:
-    expired = pki.certificate("signer-rsa").not_valid_after_utc + dt.timedelta(days=1)
+    from signing.devpki import ensure_served, stop_serving
 
-    report = service.validate(signed(Level.B_LTA), moment=expired, allow_fetching=False)
+    expired = pki.certificate("signer-rsa").not_valid_after_utc + dt.timedelta(days=1)
+    document = signed(Level.B_LTA)
+
+    # No network: the TSA, OCSP responder and CRLs stop answering for the check.
+    stop_serving(pki)
+    try:
+        with pytest.raises(requests.ConnectionError):
+            requests.get(pki.tsa_url, timeout=2)
+        report = service.validate(document, moment=expired, allow_fetching=False)
+    finally:
+        ensure_served(pki)
 
     assert report.ok, report.summary
     certification = report.signatures[0]

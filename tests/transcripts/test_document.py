@@ -99,6 +99,7 @@ def test_no_font_is_left_unembedded(issued_file, tmp_path):
         # name, type, encoding, emb, sub, uni, object, generation
         columns = line.split()
         assert columns[-5] == "yes", line
+        assert columns[-4] == "yes", f"embedded as a subset: {line}"
         assert "WenQuanYiMicroHei" in columns[0], line
     assert "Helvetica" not in "\n".join(listing)
 
