@@ -74,7 +74,8 @@ class RefundState(enum.StrEnum):
     """Money given back and the reverse entry posted. Final."""
 
     FAILED = "failed"
-    """The channel refused; the reserved amount is free again. Final."""
+    """The channel refused, or the wallet's card was no longer active; the
+    reserved amount is free again. Final."""
 
 
 class RefundDestination(enum.StrEnum):

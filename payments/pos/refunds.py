@@ -7,7 +7,9 @@ The reverse journal entry (merchant payable → channel clearing, or → the wal
 posted by ``settle_refund`` only, once per refund (its idempotency reference), from
 ``processing`` only. A channel refund settles from the channel's answer, its refund
 notification (``REFUND_KIND``) or a later query (``refresh_refund``), whichever comes
-first.
+first. A refund to a wallet needs an active card: one that is not is refused before
+anything is reserved, and a card that stops being active before its refund settles
+fails the refund and frees the amount.
 
 Who may refund: finance any payment; a cashier only payments of a merchant they are
 assigned to (``pos_cashier_merchants``), and only those of the current business day.
@@ -26,9 +28,16 @@ from sqlalchemy.orm import Session
 
 from campus.auth import Operator, Role
 from campus.database import db, utcnow
-from campus.errors import Conflict, Forbidden, InvalidAmount, InvalidInput, NotFound
+from campus.errors import (
+    CardNotActive,
+    Conflict,
+    Forbidden,
+    InvalidAmount,
+    InvalidInput,
+    NotFound,
+)
 from payments import ledger
-from payments.cards import Card, lock_card_for_payment, require_active
+from payments.cards import Card, CardStatus, lock_card_for_payment
 from payments.channel_log import recorded_call
 from payments.channels import channel_for
 from payments.channels.base import (
@@ -122,6 +131,7 @@ def open_refund(
                 card_id = payment.card_id
             if card_id is None:
                 raise InvalidInput(lazy_gettext("Which card should the refund go to?"))
+            _require_active_card(session, card_id)
             channel = "campus"
         refund = PosRefund(
             out_refund_no="R" + now.strftime("%Y%m%d%H%M%S") + secrets.token_hex(5),
@@ -149,16 +159,7 @@ def open_refund(
     )
 
     if channel == "campus":
-        with writing() as session:
-            settle_refund(
-                session,
-                "campus",
-                RefundResult(
-                    number, ChannelRefundState.SUCCEEDED, amount_fen=amount_fen
-                ),
-                via="wallet",
-            )
-        return find_refund(db.session(), number)
+        return _credit_wallet(number, amount_fen, via="wallet")
 
     request = RefundRequest(
         out_trade_no=out_trade_no,
@@ -181,6 +182,41 @@ def open_refund(
     with writing() as session:
         settle_refund(session, channel, result, via="refund")
     return find_refund(db.session(), number)
+
+
+def _require_active_card(session: Session, card_id: int) -> None:
+    """Refuse, before anything is reserved, a refund to a card that cannot take
+    it: a frozen or lost card's holder may not be the one who gets the money
+    back, and a closed card must stay at zero."""
+    number, status = session.execute(
+        select(Card.number, Card.status).where(Card.id == card_id)
+    ).one()
+    if status is not CardStatus.ACTIVE:
+        raise CardNotActive(
+            lazy_gettext(
+                "Card %(number)s is %(status)s: refund to an active card instead.",
+                number=number,
+                status=status.value,
+            ),
+            card=number,
+            card_status=status.value,
+        )
+
+
+def _credit_wallet(out_refund_no: str, amount_fen: int, *, via: str) -> PosRefund:
+    """Settle a refund to a wallet: the wallet is our own channel, so it
+    succeeds at once, or fails (and frees its amount) if the card stopped
+    being active after the refund was opened."""
+    with writing() as session:
+        settle_refund(
+            session,
+            "campus",
+            RefundResult(
+                out_refund_no, ChannelRefundState.SUCCEEDED, amount_fen=amount_fen
+            ),
+            via=via,
+        )
+    return find_refund(db.session(), out_refund_no)
 
 
 def find_refund(session: Session, out_refund_no: str) -> PosRefund:
@@ -238,7 +274,11 @@ def settle_refund(
             select(Card.number).where(Card.id == refund.card_id)
         )
         card = lock_card_for_payment(session, card_number or "")
-        require_active(card)
+        if card.status is not CardStatus.ACTIVE:
+            # Frozen, lost or closed since the refund was opened: a failed refund
+            # the operator can see and redo, not one processing for ever.
+            _release(session, refund, f"card {card.status.value}", now)
+            return SettleOutcome.NOT_PAID
         destination: ledger.AccountLike = card.wallet
     else:
         destination = ledger.clearing_account(session, refund.channel)
@@ -278,10 +318,15 @@ def _fail(out_refund_no: str, why: str) -> None:
 
 
 def refresh_refund(out_refund_no: str) -> PosRefund:
-    """Ask the channel about a refund still processing, and settle from it."""
+    """Ask the channel about a refund still processing, and settle from it. A
+    wallet refund still processing was left by a process that died between
+    opening and settling it: settle it now."""
     refund = find_refund(db.session(), out_refund_no)
-    if refund.state is not RefundState.PROCESSING or refund.channel == "campus":
+    if refund.state is not RefundState.PROCESSING:
         return refund
+    if refund.channel == "campus":
+        amount_fen = refund.amount_fen
+        return _credit_wallet(out_refund_no, amount_fen, via="retry")
     channel, out_trade_no = refund.channel, refund.payment.out_trade_no
     db.session.rollback()
     try:

@@ -3,12 +3,16 @@ channel or to a wallet, the reverse entry posted once, and who may refund."""
 
 from __future__ import annotations
 
+import pytest
 import requests
 from sqlalchemy import select
 
 from campus.auth import Operator, Role, create_operator
+from campus.database import db
 from payments import ledger
-from payments.pos.models import CashierMerchant, PosRefund
+from payments.cards import CardStatus, change_status
+from payments.pos import refunds
+from payments.pos.models import CashierMerchant, PosPayment, PosRefund, RefundState
 
 from .conftest import new_order_no
 
@@ -108,4 +112,107 @@ def test_a_wechat_payment_is_refunded_through_wechat(
     session.rollback()
     assert merchant.payable.balance_fen == 500
     assert ledger.clearing_account(session, "wechat").balance_fen == -500
+    assert ledger.check_ledger(session) == []
+
+
+def _freeze(number: str) -> None:
+    """Another desk freezes the card, in a session of its own. The caller's
+    session reads nothing in between (on SQLite a read snapshot older than this
+    commit cannot write afterwards)."""
+    other = db.new_session()
+    try:
+        change_status(other, number, CardStatus.FROZEN, reason="lost", actor="desk")
+        other.commit()
+    finally:
+        other.close()
+
+
+def test_a_refund_to_a_card_no_longer_active_is_refused_and_reserves_nothing(
+    client, sign_in_operator, terminal, make_card, merchant, session
+):
+    card = make_card(balance_fen=1000)
+    other = make_card()
+    _, paid = terminal.pay(600, card_number=card.number)
+    number, other_number = card.number, other.number
+    session.rollback()
+    _freeze(number)
+    sign_in_operator(Role.FINANCE)
+
+    refused = _refund(client, paid["out_trade_no"], 600)
+    elsewhere = _refund(
+        client,
+        paid["out_trade_no"],
+        600,
+        destination="wallet",
+        card_number=other_number,
+    )
+
+    assert (refused.status_code, refused.json["code"]) == (409, "card_not_active")
+    assert (refused.json["card"], refused.json["card_status"]) == (number, "frozen")
+    assert elsewhere.json["state"] == "succeeded"
+    session.rollback()
+    assert session.scalars(select(PosRefund.state)).all() == [RefundState.SUCCEEDED]
+    assert card.wallet.balance_fen == 400
+    assert other.wallet.balance_fen == 600
+    assert merchant.payable.balance_fen == 0
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_card_frozen_before_its_refund_settles_fails_it_and_frees_the_amount(
+    client, sign_in_operator, terminal, make_card, merchant, session, monkeypatch
+):
+    card = make_card(balance_fen=1000)
+    _, paid = terminal.pay(600, card_number=card.number)
+    number = card.number
+    sign_in_operator(Role.FINANCE)
+    settle = refunds.settle_refund
+
+    def frozen_first(*args, **kwargs):
+        # Between the reservation's commit and the settlement.
+        _freeze(number)
+        return settle(*args, **kwargs)
+
+    monkeypatch.setattr(refunds, "settle_refund", frozen_first)
+    failed = _refund(client, paid["out_trade_no"], 600)
+    monkeypatch.setattr(refunds, "settle_refund", settle)
+    again = _refund(
+        client, paid["out_trade_no"], 600, destination="wallet", card_number=card.number
+    )
+
+    assert (failed.status_code, failed.json["state"]) == (201, "failed")
+    assert failed.json["failure"] == "card frozen"
+    assert (again.status_code, again.json["code"]) == (409, "card_not_active")
+    session.rollback()
+    payment = session.scalars(select(PosPayment)).one()
+    assert payment.refunded_fen == 0
+    assert card.wallet.balance_fen == 400
+    assert merchant.payable.balance_fen == 600
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_wallet_refund_left_processing_by_a_crash_settles_when_asked(
+    client, sign_in_operator, terminal, make_card, merchant, session, monkeypatch
+):
+    class Crash(Exception):
+        pass
+
+    def crash(*args, **kwargs):
+        raise Crash
+
+    card = make_card(balance_fen=1000)
+    _, paid = terminal.pay(600, card_number=card.number)
+    sign_in_operator(Role.FINANCE)
+    monkeypatch.setattr(refunds, "settle_refund", crash)
+    with pytest.raises(Crash):
+        _refund(client, paid["out_trade_no"], 250)
+    monkeypatch.undo()
+    left = session.scalars(select(PosRefund)).one()
+    assert left.state is RefundState.PROCESSING
+
+    asked = client.get(f"/api/pos/refunds/{left.out_refund_no}").json
+
+    assert asked["state"] == "succeeded"
+    session.rollback()
+    assert card.wallet.balance_fen == 650
+    assert merchant.payable.balance_fen == 350
     assert ledger.check_ledger(session) == []
