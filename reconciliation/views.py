@@ -17,33 +17,15 @@ from campus.auth import Role, current_operator, requires_role
 from campus.database import db
 from campus.errors import CampusError
 from payments.money import format_yuan
+from reconciliation import reports
 from reconciliation.matching import FINANCE_LABELS, FindingKind
 from reconciliation.models import Discrepancy, DiscrepancyStatus, ReconciliationRun
+from reconciliation.reports import COLUMNS, discrepancy_out, statement_out
 from reconciliation.resolution import Decision, resolve
 from reconciliation.settlement import MerchantStatement
 
 bp = APIBlueprint(
     "reconciliation", __name__, tag="Reconciliation", template_folder="templates"
-)
-
-COLUMNS = (
-    "id",
-    "channel",
-    "day",
-    "kind",
-    "label",
-    "status",
-    "out_trade_no",
-    "transaction_id",
-    "out_refund_no",
-    "our_state",
-    "channel_state",
-    "our_amount_fen",
-    "channel_amount_fen",
-    "note",
-    "resolution",
-    "reason",
-    "resolved_by",
 )
 
 
@@ -87,15 +69,6 @@ class ResolveIn(Schema):
 class DiscrepancyQuery(Schema):
     day = fields.Date(load_default=None)
     status = fields.String(load_default="open")
-
-
-def discrepancy_out(item: Discrepancy) -> dict[str, Any]:
-    row = {
-        column: getattr(item, column, None) for column in COLUMNS if column != "label"
-    }
-    row["status"] = item.status.value
-    row["label"] = FINANCE_LABELS[FindingKind(item.kind)]
-    return row
 
 
 def run_out(run: ReconciliationRun) -> dict[str, Any]:
@@ -256,30 +229,6 @@ class StatementQuery(Schema):
     day = fields.Date(load_default=None)
 
 
-STATEMENT_COLUMNS = (
-    "merchant",
-    "day",
-    "gross_fen",
-    "refunds_fen",
-    "fees_fen",
-    "net_fen",
-    "entry_id",
-)
-
-
-def statement_out(row: MerchantStatement) -> dict[str, Any]:
-    return {
-        "merchant": row.merchant,
-        "day": row.day,
-        "gross_by_channel": json.loads(row.gross_by_channel),
-        "gross_fen": row.gross_fen,
-        "refunds_fen": row.refunds_fen,
-        "fees_fen": row.fees_fen,
-        "net_fen": row.net_fen,
-        "entry_id": row.entry_id,
-    }
-
-
 def _statements(merchant: str | None, day: dt.date | None) -> list[MerchantStatement]:
     query = select(MerchantStatement).order_by(
         MerchantStatement.day.desc(), MerchantStatement.merchant
@@ -301,37 +250,64 @@ def statements_api(query: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @bp.get("/reconciliation/statements.csv")
+@bp.input(StatementQuery, location="query", arg_name="query")
 @bp.doc(summary="Merchant statements as CSV", responses=[401, 403])
 @requires_role(Role.FINANCE, Role.AUDITOR)
-def statements_csv() -> Response:
-    merchant = request.args.get("merchant")
-    rows = _statements(merchant, None)
-    buffer = io.StringIO()
-    buffer.write("\ufeff")
-    writer = csv.writer(buffer)
-    channels = sorted({c for row in rows for c in json.loads(row.gross_by_channel)})
-    writer.writerow(
-        [
-            *STATEMENT_COLUMNS[:2],
-            *(f"gross_{c}_fen" for c in channels),
-            *STATEMENT_COLUMNS[2:],
-        ]
-    )
-    for row in rows:
-        gross = json.loads(row.gross_by_channel)
-        out = statement_out(row)
-        writer.writerow(
-            [
-                out["merchant"],
-                out["day"],
-                *(gross.get(c, 0) for c in channels),
-                *(out[c] if out[c] is not None else "" for c in STATEMENT_COLUMNS[2:]),
-            ]
-        )
-    name = f"statements-{merchant or 'all'}.csv"
+def statements_csv(query: dict[str, Any]) -> Response:
+    report = _statement_report(query)
+    name = f"statements-{query['merchant'] or 'all'}.csv"
+    return _download(reports.statements_csv(report), "text/csv", name)
+
+
+@bp.get("/reconciliation/statements.pdf")
+@bp.input(StatementQuery, location="query", arg_name="query")
+@bp.doc(
+    summary="Merchant statements as PDF (a merchant's, or every one's)",
+    responses=[401, 403],
+)
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def statements_pdf(query: dict[str, Any]) -> Response:
+    report = _statement_report(query)
+    name = f"statements-{query['merchant'] or 'all'}.pdf"
+    return _download(reports.statements_pdf(report), "application/pdf", name)
+
+
+def _statement_report(query: dict[str, Any]) -> reports.StatementReport:
+    rows = _statements(query["merchant"], query["day"])
+    return reports.statement_report(db.session(), query["merchant"], rows)
+
+
+class SummaryQuery(Schema):
+    day = fields.Date(required=True)
+
+
+@bp.get("/reconciliation/summary.csv")
+@bp.input(SummaryQuery, location="query", arg_name="query")
+@bp.doc(
+    summary="A day's run summary as CSV: counts by kind, then open discrepancies",
+    responses=[401, 403],
+)
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def summary_csv(query: dict[str, Any]) -> Response:
+    summary = reports.day_summary(db.session(), query["day"])
+    name = f"reconciliation-{query['day']}.csv"
+    return _download(reports.summary_csv(summary), "text/csv", name)
+
+
+@bp.get("/reconciliation/summary.pdf")
+@bp.input(SummaryQuery, location="query", arg_name="query")
+@bp.doc(summary="A day's run summary as PDF", responses=[401, 403])
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def summary_pdf(query: dict[str, Any]) -> Response:
+    summary = reports.day_summary(db.session(), query["day"])
+    name = f"reconciliation-{query['day']}.pdf"
+    return _download(reports.summary_pdf(summary), "application/pdf", name)
+
+
+def _download(body: str | bytes, mimetype: str, name: str) -> Response:
     return Response(
-        buffer.getvalue(),
-        mimetype="text/csv",
+        body,
+        mimetype=mimetype,
         headers={"Content-Disposition": f"attachment; filename={name}"},
     )
 
