@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from reportlab.graphics.shapes import Drawing, Line, Rect, String
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import ParagraphStyle
@@ -33,7 +34,7 @@ from reportlab.platypus import (
     Table,
     TableStyle,
 )
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from campus.fonts import register_cjk_font
@@ -90,6 +91,133 @@ def discrepancy_out(item: Discrepancy) -> dict[str, Any]:
     return row
 
 
+# -- the 30-day chart -----------------------------------------------------------
+
+INK = colors.HexColor("#1d2430")
+RULE = colors.HexColor("#9aa6b8")
+HEADER_FILL = colors.HexColor("#e8edf5")
+
+CHART_DAYS = 30
+MATCHED_COLOUR = colors.HexColor("#2f7d4f")
+OPEN_COLOUR = colors.HexColor("#d9822b")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChartDay:
+    day: dt.date
+    ran: bool
+    """Whether any channel's run of the day exists; a day without one is empty."""
+    matched: int
+    """Lines both sides agree on, over every channel's run of the day."""
+    still_open: int
+    """The day's discrepancies nobody has closed yet (open or held), as of now:
+    the bar shrinks as finance resolves them."""
+
+
+def chart(session: Session, last: dt.date, days: int = CHART_DAYS) -> list[ChartDay]:
+    """Matched versus still open for each calendar day of the ``days`` ending on
+    ``last``, oldest first."""
+    first = last - dt.timedelta(days=days - 1)
+    matched: dict[dt.date, int] = {}
+    for day, counts in session.execute(
+        select(ReconciliationRun.day, ReconciliationRun.counts).where(
+            ReconciliationRun.day >= first, ReconciliationRun.day <= last
+        )
+    ):
+        found = json.loads(counts) if counts else {}
+        matched[day] = matched.get(day, 0) + found.get(FindingKind.MATCHED.value, 0)
+    still_open = dict(
+        session.execute(
+            select(Discrepancy.day, func.count())
+            .where(
+                Discrepancy.day >= first,
+                Discrepancy.day <= last,
+                Discrepancy.status.in_(STILL_OPEN),
+            )
+            .group_by(Discrepancy.day)
+        ).all()
+    )
+    return [
+        ChartDay(day, day in matched, matched.get(day, 0), still_open.get(day, 0))
+        for day in (first + dt.timedelta(days=n) for n in range(days))
+    ]
+
+
+def bar_heights(days: Sequence[ChartDay]) -> list[tuple[float, float]]:
+    """(matched, still open) of each day as fractions of the tallest day. A day's
+    few open items beside a million matched lines would be too thin to see, so any
+    open item is drawn at least 4 % high: the chart is there to show that something
+    is open, the numbers beside it say how much."""
+    peak = max((d.matched + d.still_open for d in days), default=0) or 1
+    heights = []
+    for day in days:
+        still_open = day.still_open / peak
+        if day.still_open:
+            still_open = max(still_open, 0.04)
+        heights.append((min(day.matched / peak, 1 - still_open), still_open))
+    return heights
+
+
+def chart_drawing(
+    days: Sequence[ChartDay], font: str, width: float, height: float = 40 * mm
+) -> Drawing:
+    """The chart as a reportlab drawing: a stacked bar per day, matched below and
+    still open above, a grey tick where a day had no run."""
+    drawing = Drawing(width, height)
+    # The renderer sets its default font (Helvetica, not embedded) before the
+    # first shape unless the drawing names another.
+    drawing.initialFontName = font
+    drawing.initialFontSize = 6
+    axis, top = 9.0, height - 10.0
+    step = width / max(len(days), 1)
+    for index, (day, (matched, still_open)) in enumerate(
+        zip(days, bar_heights(days), strict=True)
+    ):
+        x = index * step + step * 0.15
+        bar = step * 0.7
+        if not day.ran:
+            drawing.add(Line(x, axis + 1, x + bar, axis + 1, strokeColor=RULE))
+        if matched:
+            drawing.add(
+                Rect(
+                    x,
+                    axis,
+                    bar,
+                    matched * (top - axis),
+                    fillColor=MATCHED_COLOUR,
+                    strokeColor=None,
+                )
+            )
+        if still_open:
+            drawing.add(
+                Rect(
+                    x,
+                    axis + matched * (top - axis),
+                    bar,
+                    still_open * (top - axis),
+                    fillColor=OPEN_COLOUR,
+                    strokeColor=None,
+                )
+            )
+        if index % 5 == 0 or index == len(days) - 1:
+            drawing.add(
+                String(x, 0, day.day.strftime("%m-%d"), fontName=font, fontSize=6)
+            )
+    drawing.add(Line(0, axis, width, axis, strokeColor=RULE, strokeWidth=0.5))
+    drawing.add(
+        String(
+            0,
+            height - 7,
+            "绿 对平 / green matched · 橙 未结 / orange still open · "
+            "灰线 未运行 / grey line no run",
+            fontName=font,
+            fontSize=6.5,
+            fillColor=INK,
+        )
+    )
+    return drawing
+
+
 # -- the day's run summary ------------------------------------------------------
 
 
@@ -115,6 +243,8 @@ class DaySummary:
     """The channels' fees as the bills state them, in fen, by channel."""
     still_open: list[dict[str, Any]]
     """The day's open and held discrepancies, as ``discrepancy_out`` gives them."""
+    chart: list[ChartDay]
+    """The 30 calendar days ending on the summary's day."""
 
     @property
     def channels(self) -> list[str]:
@@ -159,6 +289,7 @@ def day_summary(session: Session, day: dt.date) -> DaySummary:
         counts=counts,
         fees_fen={c: found.get("fees_fen", 0) for c, found in by_channel.items()},
         still_open=[discrepancy_out(item) for item in items],
+        chart=chart(session, day),
     )
 
 
@@ -224,6 +355,15 @@ def summary_pdf(summary: DaySummary) -> bytes:
         ["手续费 / fees (¥)", *(format_yuan(f) for f in fees), format_yuan(sum(fees))]
     )
     story.append(_table(count_rows, font, numeric_from=1))
+
+    first, last = summary.chart[0].day, summary.chart[-1].day
+    story.append(
+        Paragraph(
+            f"近 30 天对平与未结 / Matched versus still open, {first} – {last}",
+            styles["heading"],
+        )
+    )
+    story.append(chart_drawing(summary.chart, font, width=180 * mm))
 
     story.append(
         Paragraph(
@@ -408,10 +548,6 @@ def statements_pdf(report: StatementReport) -> bytes:
 
 
 # -- PDF pieces -----------------------------------------------------------------
-
-INK = colors.HexColor("#1d2430")
-RULE = colors.HexColor("#9aa6b8")
-HEADER_FILL = colors.HexColor("#e8edf5")
 
 
 def _styles(font: str) -> dict[str, ParagraphStyle]:

@@ -10,9 +10,10 @@ from typing import Any
 
 from apiflask import APIBlueprint, Schema, fields
 from apiflask.validators import OneOf
-from flask import Response, redirect, render_template, request, url_for
+from flask import Response, current_app, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from campus import clock
 from campus.auth import Role, current_operator, requires_role
 from campus.database import db
 from campus.errors import CampusError
@@ -199,7 +200,7 @@ def finance_page() -> Any:
         runs=[run_out(run) for run in runs],
         open_items=[discrepancy_out(i) for i in _discrepancies(None, "open")],
         held_items=[discrepancy_out(i) for i in _discrepancies(None, "held")],
-        chart=_chart(runs),
+        chart=_chart(),
         format_yuan=format_yuan,
         labels=FINANCE_LABELS,
         can_resolve=current_operator().has_role(Role.FINANCE),  # type: ignore[union-attr]
@@ -324,26 +325,22 @@ def merchant_page(code: str) -> str:
     )
 
 
-def _chart(runs: list[ReconciliationRun]) -> list[dict[str, Any]]:
-    """Matched versus open per day for the last 30 days, as bar heights."""
-    by_day: dict[dt.date, dict[str, int]] = {}
-    for run in runs:
-        counts = json.loads(run.counts) if run.counts else {}
-        day = by_day.setdefault(run.day, {"matched": 0, "other": 0})
-        day["matched"] += counts.get("matched", 0)
-        day["other"] += sum(
-            value
-            for key, value in counts.items()
-            if key in {kind.value for kind in FindingKind} and key != "matched"
-        )
-    days = sorted(by_day)[-30:]
-    peak = max([by_day[d]["matched"] + by_day[d]["other"] for d in days] or [1]) or 1
+def _chart() -> list[dict[str, Any]]:
+    """The last 30 calendar days up to yesterday, the latest day a nightly run
+    can have reconciled, as bar heights in percent."""
+    settings = current_app.extensions["campus.settings"]
+    yesterday = clock.now().astimezone(settings.zone).date() - dt.timedelta(days=1)
+    days = reports.chart(db.session(), yesterday)
     return [
         {
-            "day": day,
-            **by_day[day],
-            "matched_height": round(100 * by_day[day]["matched"] / peak),
-            "other_height": round(100 * by_day[day]["other"] / peak),
+            "day": day.day,
+            "ran": day.ran,
+            "matched": day.matched,
+            "still_open": day.still_open,
+            "matched_height": round(100 * matched, 1),
+            "open_height": round(100 * still_open, 1),
         }
-        for day in days
+        for day, (matched, still_open) in zip(
+            days, reports.bar_heights(days), strict=True
+        )
     ]

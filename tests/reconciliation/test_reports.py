@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 import subprocess
+from zoneinfo import ZoneInfo
 
 import pytest
 from pypdf import PdfReader
@@ -24,6 +26,7 @@ from reconciliation.models import (
 from reconciliation.settlement import ChannelFee, settle_merchants
 
 DAY = dt.date(2031, 5, 6)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def _run(channel: str, day: dt.date, lines: int, **counts: int) -> ReconciliationRun:
@@ -223,3 +226,74 @@ def test_finance_downloads_the_day_summary_as_csv_and_pdf(
     assert f"/reconciliation/summary.pdf?day={reconciled_day}" in page.get_data(
         as_text=True
     )
+
+
+def test_the_chart_has_every_calendar_day_with_empty_days_where_nothing_ran(
+    session, reconciled_day
+):
+    session.add(_run("wechat", DAY - dt.timedelta(days=3), 5, matched=5))
+    session.add(_run("wechat", DAY - dt.timedelta(days=40), 8, matched=8))
+    session.commit()
+
+    days = reports.chart(session, DAY)
+
+    assert [d.day for d in days] == [
+        DAY - dt.timedelta(days=n) for n in reversed(range(30))
+    ]
+    by_day = {d.day: (d.ran, d.matched, d.still_open) for d in days}
+    # Both channels' matches; the amount mismatch and the unknown order still open,
+    # the repaired order not.
+    assert by_day[DAY] == (True, 12, 2)
+    assert by_day[DAY - dt.timedelta(days=3)] == (True, 5, 0)
+    assert by_day[DAY - dt.timedelta(days=1)] == (False, 0, 0)
+    assert sum(d.ran for d in days) == 2  # 40 days back is outside the window
+
+
+def test_a_few_open_items_beside_many_matches_still_show_in_the_chart(session):
+    days = [
+        reports.ChartDay(DAY, True, 1_000_000, 3),
+        reports.ChartDay(DAY, True, 500_000, 0),
+        reports.ChartDay(DAY, False, 0, 0),
+    ]
+
+    heights = reports.bar_heights(days)
+
+    assert heights[0][1] >= 0.04 and sum(heights[0]) <= 1
+    assert heights[1] == (500_000 / 1_000_003, 0) and heights[2] == (0, 0)
+
+
+@pytest.fixture
+def service_clock(app):
+    """The service's clock (the sandbox's, shared by the session), put back after."""
+    clock = app.extensions["campus.sandbox"].clock
+    yield clock
+    clock.reset()
+
+
+def test_the_finance_page_and_the_summary_pdf_chart_the_last_30_days(
+    service_clock, client, session, sign_in_operator
+):
+    # The page charts the 30 days up to the service's yesterday.
+    service_clock.set(dt.datetime(2031, 6, 1, 9, tzinfo=SHANGHAI))
+    yesterday = dt.date(2031, 5, 31)
+    session.add(_run("wechat", yesterday, 7, matched=7))
+    session.add(_discrepancy_on(yesterday - dt.timedelta(days=2)))
+    session.commit()
+    sign_in_operator(Role.FINANCE)
+
+    page = client.get("/reconciliation").get_data(as_text=True)
+    pdf = client.get(f"/reconciliation/summary.pdf?day={yesterday}")
+
+    bars = re.findall(r'class="day( empty)?"[^>]*data-day="([\d-]+)"', page)
+    assert len(bars) == 30 and bars[-1] == ("", yesterday.isoformat())
+    assert sum(1 for empty, _ in bars if not empty) == 1
+    assert f'data-day="{yesterday}" data-matched="7" data-open="0"' in page
+    two_days_back = (yesterday - dt.timedelta(days=2)).isoformat()
+    assert f'data-day="{two_days_back}" data-matched="0" data-open="1"' in page
+    assert "Matched versus still open" in _pdf_text(pdf.data)
+
+
+def _discrepancy_on(day: dt.date) -> Discrepancy:
+    item = _discrepancy("T-old", "ours_only", DiscrepancyStatus.HELD)
+    item.day = day
+    return item
