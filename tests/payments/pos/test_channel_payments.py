@@ -116,21 +116,70 @@ def test_a_timeout_is_queried_and_reported_paid(
 def test_a_5xx_is_never_reported_failed(
     live_app, live_terminal, session, merchant, fast_poll
 ):
+    # Every call meets a proxy's 502 until the deadline has passed: the outcome
+    # stays unknown, and only the job's query, once the channel answers, ends it.
     live_app.sandbox.faults.set("wechat", "http_status", 502)
+    order_no = new_order_no()
 
-    status, answer = live_terminal.pay(450, code=_code(live_app, "wechat"))
+    status, answer = live_terminal.pay(450, order_no, code=_code(live_app, "wechat"))
+    asked_status, asked = live_terminal.query(order_no)
 
-    # Unknown all the way to the deadline: the payment is reversed (or left for
-    # the job), never answered as failed.
-    assert answer["state"] in {"paying", "reversed"}
-    assert answer["state"] != "failed"
+    assert (status, answer["state"], answer["failure_code"]) == (202, "paying", None)
+    assert (asked_status, asked["state"]) == (202, "paying")
+    unknown = _calls(session, answer["out_trade_no"])
+    assert {outcome for _, outcome in unknown} == {"unavailable"}
+    assert {operation for operation, _ in unknown} == {
+        "pay_with_code",
+        "query",
+        "reverse",
+    }
+    session.rollback()
+    assert session.scalars(select(PosPayment.state)).one().value == "paying"
+
     live_app.sandbox.faults.clear()
     later = live_app.sandbox.clock.advance(600)
     report = in_app(live_app, lambda: resolve_stale(now=later))
+
     session.rollback()
-    payment = session.scalars(select(PosPayment)).one()
-    assert payment.state.value == "reversed"
-    assert report.unknown == 0
+    proof = session.scalars(
+        select(ChannelCall)
+        .where(ChannelCall.out_trade_no == answer["out_trade_no"])
+        .order_by(ChannelCall.id)
+    ).all()[len(unknown)]
+    # The first answer the channel gives: it never had the order, so no money
+    # moved; only then is the payment ended (reversed, to be sure).
+    assert (proof.operation, proof.outcome) == ("query", "ok")
+    assert "ORDER_NOT_EXIST" in proof.response
+    assert (report.reversed, report.failed, report.unknown) == (1, 0, 0)
+    assert live_terminal.query(order_no)[1]["state"] == "reversed"
+    _settled(session, merchant, "wechat", 0)
+
+
+def test_a_5xx_while_the_payer_enters_the_password_is_paid_once_queried(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    # WeChat has the order (USERPAYING) when the proxy starts answering 502; the
+    # payer finishes meanwhile. The first query that gets through finds it paid.
+    live_app.sandbox.gateways["wechat"].set_password_needed("demo-1", 10)
+    started = live_app.sandbox.clock.now()
+
+    def proxy_down_for_a_while(now):
+        if (now - started).total_seconds() < 20:
+            live_app.sandbox.faults.set("wechat", "http_status", 502)
+        else:
+            live_app.sandbox.faults.clear()
+
+    fast_poll.append(proxy_down_for_a_while)
+
+    status, answer = live_terminal.pay(380, code=_code(live_app, "wechat"))
+
+    assert (status, answer["state"]) == (200, "succeeded")
+    calls = _calls(session, answer["out_trade_no"])
+    assert calls[0] == ("pay_with_code", "ok")
+    assert ("query", "unavailable") in calls
+    assert calls[-1] == ("query", "ok")
+    assert "reverse" not in {operation for operation, _ in calls}
+    _settled(session, merchant, "wechat", 380)
 
 
 def test_alipay_10003_past_the_deadline_is_cancelled_obeying_retry_flag(

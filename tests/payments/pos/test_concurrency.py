@@ -1,17 +1,24 @@
 """Races on purpose, on PostgreSQL: one order sent five times at once, one campus
-code at two terminals, a hundred wallet payments at 32 terminals."""
+code at two terminals, a hundred wallet payments at 32 terminals, two refunds of
+one payment at once."""
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
+import requests
+from sqlalchemy import func, select, text
 
+from campus.auth import Role, create_operator
+from campus.database import db
 from payments import ledger
 from payments.channel_log import ChannelCall
 from payments.channels.campus import codes
-from payments.pos.models import PosPayment
+from payments.pos import refunds
+from payments.pos.models import PosPayment, PosRefund, RefundState
 
 from .conftest import new_order_no
 
@@ -85,3 +92,69 @@ def test_a_hundred_wallet_payments_at_32_terminals_never_overdraw(
         assert card.wallet.balance_fen == 100
     assert merchant.payable.balance_fen == 9000
     assert ledger.check_ledger(session) == []
+
+
+def test_two_refunds_at_once_never_pass_the_payment(
+    live_app, live_terminal, session, make_card, merchant, monkeypatch
+):
+    card = make_card(balance_fen=1000)
+    _, paid = live_terminal.pay(1000, card_number=card.number)
+    create_operator(session, "fin", "correct horse battery", [Role.FINANCE])
+    session.commit()
+    desks = []
+    for _ in range(2):
+        desk = requests.Session()
+        desk.post(
+            f"{live_app.url}/api/operators/sign-in",
+            json={"username": "fin", "password": "correct horse battery"},
+            timeout=10,
+        ).raise_for_status()
+        desks.append(desk)
+
+    # The first refund to hold the payment's row lock keeps it until the other
+    # is seen waiting on a lock: the two overlap for sure, not by luck.
+    may_refund, first, overlapped = refunds._may_refund, threading.Lock(), []
+
+    def hold_until_the_other_waits(*args, **kwargs):
+        if first.acquire(blocking=False):
+            overlapped.append(_wait_for_a_lock_waiter())
+        return may_refund(*args, **kwargs)
+
+    monkeypatch.setattr(refunds, "_may_refund", hold_until_the_other_waits)
+    url = f"{live_app.url}/api/pos/payments/{paid['out_trade_no']}/refunds"
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda desk: desk.post(url, json={"amount_fen": 600}, timeout=60),
+                desks,
+            )
+        )
+
+    assert overlapped == [True]
+    assert sorted(answer.status_code for answer in answers) == [201, 409]
+    refused = next(answer.json() for answer in answers if answer.status_code == 409)
+    assert (refused["code"], refused["refundable_fen"]) == ("refund_refused", 400)
+    session.rollback()
+    assert session.scalar(select(PosPayment.refunded_fen)) == 600
+    assert session.scalars(select(PosRefund.state)).all() == [RefundState.SUCCEEDED]
+    assert card.wallet.balance_fen == 600
+    assert merchant.payable.balance_fen == 400
+    assert ledger.check_ledger(session) == []
+
+
+def _wait_for_a_lock_waiter(seconds: float = 20) -> bool:
+    """Whether another connection came to wait on a lock in this database."""
+    deadline = time.monotonic() + seconds
+    with db.engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+            connection.rollback()
+            if waiting:
+                return True
+            time.sleep(0.02)
+    return False

@@ -11,6 +11,7 @@ from campus.auth import Operator, Role, create_operator
 from campus.database import db
 from payments import ledger
 from payments.cards import CardStatus, change_status
+from payments.channel_log import ChannelCall
 from payments.pos import refunds
 from payments.pos.models import CashierMerchant, PosPayment, PosRefund, RefundState
 
@@ -79,11 +80,7 @@ def test_a_cashier_refunds_only_their_merchants_payments(
     assert allowed.json["state"] == "succeeded"
 
 
-def test_a_wechat_payment_is_refunded_through_wechat(
-    live_app, live_terminal, session, merchant, fast_poll
-):
-    code = live_app.sandbox.gateways["wechat"].current_code("demo-1")
-    _, paid = live_terminal.pay(900, new_order_no(), code=code)
+def _finance_browser(live_app, session) -> requests.Session:
     session.rollback()  # end the read snapshot taken before the payment
     create_operator(session, "fin", "correct horse battery", [Role.FINANCE])
     session.commit()
@@ -92,19 +89,34 @@ def test_a_wechat_payment_is_refunded_through_wechat(
         f"{live_app.url}/api/operators/sign-in",
         json={"username": "fin", "password": "correct horse battery"},
         timeout=10,
-    )
+    ).raise_for_status()
+    return browser
+
+
+def _settle_channel_refunds(live_app, browser, numbers: list[str]) -> list[dict]:
+    """Deliver the refund notifications due, then ask about each refund."""
+    live_app.sandbox.outbox.deliver_due()
+    live_app.sandbox.clock.advance(120)
+    live_app.sandbox.outbox.deliver_due()
+    return [
+        browser.get(f"{live_app.url}/api/pos/refunds/{number}", timeout=30).json()
+        for number in numbers
+    ]
+
+
+def test_a_wechat_payment_is_refunded_through_wechat(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    code = live_app.sandbox.gateways["wechat"].current_code("demo-1")
+    _, paid = live_terminal.pay(900, new_order_no(), code=code)
+    browser = _finance_browser(live_app, session)
 
     part = browser.post(
         f"{live_app.url}/api/pos/payments/{paid['out_trade_no']}/refunds",
         json={"amount_fen": 400},
         timeout=30,
     ).json()
-    live_app.sandbox.outbox.deliver_due()
-    live_app.sandbox.clock.advance(120)
-    live_app.sandbox.outbox.deliver_due()
-    asked = browser.get(
-        f"{live_app.url}/api/pos/refunds/{part['out_refund_no']}", timeout=30
-    ).json()
+    [asked] = _settle_channel_refunds(live_app, browser, [part["out_refund_no"]])
 
     assert part["channel"] == "wechat"
     assert asked["state"] == "succeeded"
@@ -112,6 +124,38 @@ def test_a_wechat_payment_is_refunded_through_wechat(
     session.rollback()
     assert merchant.payable.balance_fen == 500
     assert ledger.clearing_account(session, "wechat").balance_fen == -500
+    assert ledger.check_ledger(session) == []
+
+
+@pytest.mark.parametrize("channel", ["wechat", "alipay"])
+def test_a_channel_payment_is_refunded_in_parts_up_to_the_total_and_not_beyond(
+    live_app, live_terminal, session, merchant, fast_poll, channel
+):
+    code = live_app.sandbox.gateways[channel].current_code("demo-1")
+    _, paid = live_terminal.pay(900, new_order_no(), code=code)
+    browser = _finance_browser(live_app, session)
+    url = f"{live_app.url}/api/pos/payments/{paid['out_trade_no']}/refunds"
+
+    parts = [
+        browser.post(url, json={"amount_fen": fen}, timeout=30) for fen in (300, 600)
+    ]
+    beyond = browser.post(url, json={"amount_fen": 1}, timeout=30)
+    settled = _settle_channel_refunds(
+        live_app, browser, [part.json()["out_refund_no"] for part in parts]
+    )
+
+    assert [part.status_code for part in parts] == [201, 201]
+    assert {part.json()["channel"] for part in parts} == {channel}
+    assert (beyond.status_code, beyond.json()["refundable_fen"]) == (409, 0)
+    assert [refund["state"] for refund in settled] == ["succeeded", "succeeded"]
+    session.rollback()
+    # The refused third refund never reached the channel.
+    refund_calls = session.scalars(
+        select(ChannelCall.outcome).where(ChannelCall.operation == "refund")
+    ).all()
+    assert refund_calls == ["ok", "ok"]
+    assert merchant.payable.balance_fen == 0
+    assert ledger.clearing_account(session, channel).balance_fen == 0
     assert ledger.check_ledger(session) == []
 
 
