@@ -82,6 +82,18 @@ class Settings:
     top_up_expiry_minutes: int = 15
     """An unpaid top-up is closed at the channel after this long."""
 
+    reconcile_hold_days: int = 3
+    """Days an order we settled waits in the holding pool for its line in a later
+    bill (one paid just before midnight may be in the next day's) before it becomes
+    an ours-only discrepancy."""
+
+    reconcile_fee_rate_wechat: int = 60
+    """WeChat Pay's contract fee rate, in hundredths of a percent (60 is 0.6 %):
+    reconciliation reports a day whose fees differ from it."""
+
+    reconcile_fee_rate_alipay: int = 60
+    """Alipay's contract fee rate, in hundredths of a percent (60 is 0.6 %)."""
+
     scheduler: bool = True
     """Run the periodic jobs (order queries, nightly reconciliation) inside the web
     process. Turn off when a cron job or systemd timer runs them instead."""
@@ -161,6 +173,14 @@ class Settings:
                 f"{PREFIX}TOP_UP_MIN_FEN <= {PREFIX}TOP_UP_MAX_FEN <= "
                 f"{PREFIX}TOP_UP_DAILY_CAP_FEN must hold, all above zero"
             )
+        if self.reconcile_hold_days < 0:
+            raise SettingsError(f"{PREFIX}RECONCILE_HOLD_DAYS must be 0 or more")
+        for channel in ("wechat", "alipay"):
+            if not 0 <= getattr(self, f"reconcile_fee_rate_{channel}") <= 10_000:
+                raise SettingsError(
+                    f"{PREFIX}RECONCILE_FEE_RATE_{channel.upper()} is in hundredths "
+                    "of a percent, from 0 to 10000"
+                )
         if self.log_format not in {"", "text", "json"}:
             raise SettingsError(f"{PREFIX}LOG_FORMAT must be 'text' or 'json'")
         try:

@@ -28,7 +28,7 @@ reconcile_cli = AppGroup("reconcile", help="Reconcile against the channels' bill
 CHANNELS = ("wechat", "alipay")
 
 
-def _run(day: dt.date, channels: tuple[str, ...]) -> bool:
+def _run(day: dt.date, channels: tuple[str, ...], hold_days: int | None = None) -> bool:
     ok = True
     for channel in channels:
         try:
@@ -41,9 +41,11 @@ def _run(day: dt.date, channels: tuple[str, ...]) -> bool:
                         bar.length = max(total, 1)
                         bar.update(done - bar.pos)
 
-                    run = reconcile_day(channel, day, progress=advance)
+                    run = reconcile_day(
+                        channel, day, hold_days=hold_days, progress=advance
+                    )
             else:
-                run = reconcile_day(channel, day)
+                run = reconcile_day(channel, day, hold_days=hold_days)
         except ReconciliationError as error:
             click.echo(f"{channel} {day}: {type(error).__name__}: {error}", err=True)
             ok = False
@@ -58,10 +60,17 @@ def _run(day: dt.date, channels: tuple[str, ...]) -> bool:
 @reconcile_cli.command("run")
 @click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]))
 @click.option("--channel", type=click.Choice(CHANNELS), default=None)
+@click.option(
+    "--hold-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Days an ours-only order waits for a later bill "
+    "(default: CAMPUS_RECONCILE_HOLD_DAYS).",
+)
 @reaches_channels
-def run_command(day: dt.datetime, channel: str | None) -> None:
+def run_command(day: dt.datetime, channel: str | None, hold_days: int | None) -> None:
     """Reconcile one business day (yyyy-mm-dd), one channel or both."""
-    if not _run(day.date(), (channel,) if channel else CHANNELS):
+    if not _run(day.date(), (channel,) if channel else CHANNELS, hold_days):
         sys.exit(1)
 
 

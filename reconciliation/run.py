@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from campus import clock
 from campus.database import db, utcnow
+from campus.settings import Settings
 from payments import ledger, orders
 from payments.channel_log import recorded_call
 from payments.channels import channel_for
@@ -61,13 +62,10 @@ from reconciliation.settlement import record_fees
 logger = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(minutes=30)
-HOLD_DAYS = 3
-FEE_RATES = {"wechat": 60, "alipay": 60}
 BILL_READY_AFTER = dt.timedelta(hours=10)
 """WeChat Pay's bill of a day is ready from 10:00 the next morning."""
 NO_BILL_CODES = {"NO_STATEMENT_EXIST", "isp.bill_not_exist"}
 """What the channels answer for a day without any trade."""
-"""Contract fee rates in hundredths of a percent (60 is 0.6 %)."""
 
 
 class ReconciliationError(Exception):
@@ -116,6 +114,15 @@ class RunReport:
         )
 
 
+def fee_rate(settings: Settings, channel: str) -> int:
+    """The channel's contract fee rate in hundredths of a percent (60 is 0.6 %)."""
+    rates = {
+        "wechat": settings.reconcile_fee_rate_wechat,
+        "alipay": settings.reconcile_fee_rate_alipay,
+    }
+    return rates.get(channel, 0)
+
+
 def day_bounds(day: dt.date, zone: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), tzinfo=zone)
     return start, start + dt.timedelta(days=1)
@@ -125,7 +132,7 @@ def reconcile_day(
     channel: str,
     day: dt.date,
     *,
-    hold_days: int = HOLD_DAYS,
+    hold_days: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     batch: int = 1000,
     now: dt.datetime | None = None,
@@ -133,11 +140,14 @@ def reconcile_day(
 ) -> RunReport:
     """Reconcile ``channel``'s bill for ``day`` (a business day in the settings'
     time zone) against our orders. Returns the finished run; raises for a run that
-    could not finish (and records why). ``progress(done, total)`` is called after
+    could not finish (and records why). ``hold_days`` defaults to the
+    ``reconcile_hold_days`` setting. ``progress(done, total)`` is called after
     each committed batch of ``batch`` findings. ``bill`` is the day's bill when the
     caller already has it (downloaded earlier, or kept from another run); without
     it the run downloads it through the channel adapter."""
     settings = current_app.extensions["campus.settings"]
+    if hold_days is None:
+        hold_days = settings.reconcile_hold_days
     now = now or clock.now()
     run = _claim(channel, day, now)
     if run.state is RunState.FINISHED:
@@ -162,7 +172,12 @@ def reconcile_day(
         # The bill is read and matched in one pass, in memory; nothing is written
         # until its last line and its summary have been checked.
         matched = _match(
-            channel, day, _lines(bill, channel, day) if bill else (), start, end
+            channel,
+            day,
+            _lines(bill, channel, day) if bill else (),
+            start,
+            end,
+            fee_rate(settings, channel),
         )
     except ReconciliationError as error:
         _fail(run.id, str(error))
@@ -371,6 +386,7 @@ def _match(
     lines: Iterable[BillLine],
     start: dt.datetime,
     end: dt.datetime,
+    fee_rate_per_10000: int,
 ) -> _Matched:
     session = db.session()
     try:
@@ -381,7 +397,7 @@ def _match(
         for out_trade_no, record in before.items():
             if out_trade_no in paid:
                 paid[out_trade_no] = record
-        matcher = DayMatch(paid, refunded, FEE_RATES.get(channel, 0))
+        matcher = DayMatch(paid, refunded, fee_rate_per_10000)
         for line in lines:
             matcher.add(line)
         del paid, refunded
