@@ -10,6 +10,7 @@ import sys
 import click
 from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy import select
 
 from campus.auth import Operator, Role, create_operator
 from campus.cli import reaches_channels
@@ -18,7 +19,7 @@ from campus.errors import CampusError
 from campus.people import Person, PersonKind, find_person
 from payments import ledger
 from payments.cards import CardStatus, change_status, find_card, open_card
-from payments.merchants import MerchantKind, add_terminal, open_merchant
+from payments.merchants import MerchantKind, Terminal, add_terminal, open_merchant
 from payments.money import format_yuan
 
 card_cli = AppGroup("card", help="Open, freeze, unfreeze and close cards; balances.")
@@ -212,6 +213,13 @@ def demo_seed(students: int, random_seed: int) -> None:
         f"demo data: {students} students with cards, {len(MERCHANTS)} merchants, "
         f"operators {', '.join(name for name, _, _ in OPERATORS)}"
     )
+    # Key ids are random: the quick start's `flask pos pay --terminal` needs one.
+    till = session.scalars(select(Terminal).order_by(Terminal.id)).first()
+    if till is not None:
+        click.echo(
+            f"demo terminal / 演示终端: {till.key_id} ({till.merchant.code} "
+            f"{till.name}); all: flask pos terminals"
+        )
 
 
 @demo_cli.command("traffic")

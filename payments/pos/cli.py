@@ -1,4 +1,5 @@
-"""``flask pos …``: a POS simulator that signs like a terminal, and the POS jobs.
+"""``flask pos …``: a POS simulator that signs like a terminal, the list of
+terminals it can sign as, and the POS jobs.
 
 ``flask pos pay --terminal T… --amount 12.50 --code …`` builds the same signed
 request a terminal sends. With ``--server http://host:port`` it goes over HTTP to a
@@ -133,6 +134,28 @@ def query_command(
         server=server,
     )
     click.echo(json.dumps({"status": status, **answer}, ensure_ascii=False, indent=2))
+
+
+@pos.command("terminals")
+@click.option("--merchant", "merchant_code", default=None, help="one merchant only")
+def terminals_command(merchant_code: str | None) -> None:
+    """List terminals: merchant, key id (for ``pos pay --terminal``), enabled.
+    Secrets are not shown: on this machine ``pos pay`` reads them itself."""
+    query = select(Terminal).order_by(Terminal.id)
+    if merchant_code:
+        query = query.where(
+            Terminal.merchant_id == find_merchant(db.session(), merchant_code).id
+        )
+    rows = db.session.scalars(query).all()
+    if not rows:
+        raise click.ClickException("no terminals; run flask demo seed")
+    click.echo(f"{'merchant':10} {'terminal key id':32} {'enabled':8} name")
+    for terminal in rows:
+        enabled = "yes" if terminal.enabled else "no"
+        click.echo(
+            f"{terminal.merchant.code:10} {terminal.key_id:32} {enabled:8} "
+            f"{terminal.merchant.name_zh} · {terminal.name}"
+        )
 
 
 @pos.command("resolve-stale")

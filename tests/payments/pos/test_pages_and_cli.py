@@ -1,12 +1,17 @@
 """The people's side: the student's code page pays at the CLI simulator, the web
-POS, the operator's day page with a refund, the static QR's amount form."""
+POS, the operator's day page with a refund, the static QR's amount form, the
+card page's link to the code, the list of terminals and the seed's terminal."""
 
 from __future__ import annotations
 
 import json
 import re
 
+from sqlalchemy import select, update
+
 from campus.auth import Role
+from payments.cards import Card
+from payments.merchants import Terminal, open_merchant
 from payments.pos.models import CashierMerchant
 
 
@@ -136,3 +141,56 @@ def test_assign_cashier_from_the_cli(app, session, merchant, sign_in_operator):
     assert result.exit_code == 0
     session.rollback()
     assert session.query(CashierMerchant).count() == 1
+
+
+def test_the_card_page_links_to_the_payment_code(client, make_card):
+    card = make_card(balance_fen=100)
+    _sign_in_student(client, card)
+
+    page = client.get("/card")
+    link = re.search(r'href="([^"]+)" data-testid="pay-code-link"', page.text)
+
+    assert link is not None
+    assert client.get(link.group(1)).status_code == 200
+
+
+def test_the_terminals_command_lists_key_ids_never_secrets(
+    app, session, merchant, make_terminal
+):
+    other = open_merchant(session, "M99999", "二食堂", "Second", merchant.kind)
+    session.commit()
+    till, off, elsewhere = make_terminal(), make_terminal(), make_terminal(other)
+    session.execute(
+        update(Terminal).where(Terminal.key_id == off.key_id).values(enabled=False)
+    )
+    session.commit()
+
+    listed = app.test_cli_runner().invoke(args=["pos", "terminals"])
+    one = app.test_cli_runner().invoke(
+        args=["pos", "terminals", "--merchant", other.code]
+    )
+
+    assert listed.exit_code == 0
+    rows = {line.split()[1]: line.split() for line in listed.output.splitlines()[1:]}
+    assert rows[till.key_id][:3] == [merchant.code, till.key_id, "yes"]
+    assert rows[off.key_id][2] == "no"
+    assert rows[elsewhere.key_id][0] == other.code
+    assert not any(t.secret in listed.output for t in (till, off, elsewhere))
+    assert [line.split()[1] for line in one.output.splitlines()[1:]] == [
+        elsewhere.key_id
+    ]
+
+
+def test_demo_seed_prints_a_terminal_the_simulator_pays_with(app, session):
+    seeded = app.test_cli_runner().invoke(args=["demo", "seed", "--students", "2"])
+    key_id = re.search(r"演示终端: (\S+)", seeded.output).group(1)
+    card = max(session.scalars(select(Card)), key=lambda card: card.balance_fen)
+    number = card.number
+    session.rollback()
+
+    paid = app.test_cli_runner().invoke(
+        args=["pos", "pay", "--terminal", key_id, "--amount", "0.01", "--card", number]
+    )
+
+    assert seeded.exit_code == 0, seeded.output
+    assert json.loads(paid.output)["state"] == "succeeded"
