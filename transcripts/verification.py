@@ -145,14 +145,17 @@ class VerificationOutcome(enum.StrEnum):
     content: not a transcript the registry knows."""
 
     TAMPERED = "tampered"
-    """File: signed bytes were changed; the signature no longer matches."""
+    """File: signed bytes were changed; the signature no longer matches. Also a
+    file another program re-wrote whole (its ``coverage`` check fails too)."""
 
     CHANGED_AFTER_SIGNING = "changed_after_signing"
     """File: a later revision adds content the signature does not allow (a
     page, text, annotations), e.g. re-saved with changes by another program."""
 
     UNSIGNED = "unsigned"
-    """File: a readable PDF with no signature (a scan, a print to PDF)."""
+    """File: a readable PDF with no signature (a scan, a print to PDF), or with
+    only the leftovers of one that no longer fits it (pages copied into a new
+    file by another program)."""
 
     UNTRUSTED_SIGNER = "untrusted_signer"
     """File: an intact signature by someone whose certificate does not chain
@@ -663,11 +666,14 @@ def classify(report: ValidationReport, pdf: bytes) -> VerificationOutcome | None
     and only the registry can tell the rest. ``report`` must parse."""
     regular = [s for s in report.signatures if s.kind != "document timestamp"]
     if not regular:
-        # No signature report: either the file has none, or the time budget ran
-        # out before the first (a signed file carries a byte range).
+        # No signature report: the file has none, or the time budget ran out
+        # before the first. Only a signature that fits this file can have been
+        # cut short; leftovers of one that framed another file's bytes (a
+        # program that re-made the file kept the signature's dictionary but
+        # not its form field) sign nothing here.
         return (
             VerificationOutcome.INDETERMINATE
-            if b"/ByteRange" in pdf
+            if byte_ranges_fit(pdf)
             else VerificationOutcome.UNSIGNED
         )
     failed = CheckOutcome.FAILED
@@ -687,6 +693,36 @@ def classify(report: ValidationReport, pdf: bytes) -> VerificationOutcome | None
     if not report.ok:
         return VerificationOutcome.INDETERMINATE
     return None
+
+
+_BYTE_RANGE = re.compile(
+    rb"/ByteRange\s*\[\s*(\d{1,12})\s+(\d{1,12})\s+(\d{1,12})\s+(\d{1,12})\s*\]"
+)
+
+
+def byte_ranges_fit(pdf: bytes) -> bool | None:
+    """Whether every signature byte range written in ``pdf`` leaves out exactly
+    one hex string, the signature's own bytes, as in the file that was signed;
+    None when there is none to read.
+
+    A program that re-writes a signed file (a "save as", pypdf's ``PdfWriter``)
+    moves the objects, so the ranges it copies point at other bytes. A range
+    kept inside a compressed object stream is not read here; signers write the
+    signature dictionary in clear, to fill in its ``/Contents`` afterwards."""
+    found = None
+    for match in _BYTE_RANGE.finditer(pdf):
+        start, gap_start, gap_end, tail = (int(number) for number in match.groups())
+        fits = (
+            start == 0
+            and 0 < gap_start < gap_end
+            and gap_end + tail <= len(pdf)
+            and pdf[gap_start : gap_start + 1] == b"<"
+            and pdf[gap_end - 1 : gap_end] == b">"
+        )
+        if not fits:
+            return False
+        found = True
+    return found
 
 
 def revision_digests(pdf: bytes) -> list[str]:

@@ -4,6 +4,7 @@ the API: each case answered with its own outcome, status and checks."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 
 import pytest
@@ -11,6 +12,8 @@ from sqlalchemy import event
 
 from campus.auth import Role
 from campus.database import db, utcnow
+from signing.validator import Check, ValidationReport
+from signing.validator import Outcome as CheckOutcome
 from transcripts import codes, registry, sharing, verification
 from transcripts.sharing import LinkEventKind
 
@@ -199,6 +202,83 @@ def test_a_file_signed_by_another_ca_is_signed_by_someone_else(
     assert body["outcome"] == "untrusted_signer"
     assert checks_of(body)["integrity"] == "passed"
     assert checks_of(body)["issuer"] == "failed"
+
+
+def resaved(pdf: bytes, *, whole: bool) -> bytes:
+    """``pdf`` saved again by another program: pypdf's ``PdfWriter`` writes a
+    new file with no incremental structure, the whole document cloned or only
+    its pages copied (dropping the form that held the signature)."""
+    from pypdf import PdfReader, PdfWriter
+
+    reader = PdfReader(io.BytesIO(pdf))
+    if whole:
+        writer = PdfWriter(clone_from=reader)
+    else:
+        writer = PdfWriter()
+        for page in reader.pages:
+            writer.add_page(page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_file_rewritten_whole_by_another_program_no_longer_fits_its_signature(
+    client, register_issued, verification_files
+):
+    register_issued()
+    rewritten = resaved(verification_files.genuine, whole=True)
+
+    page = upload_page(client, rewritten)
+    response, body = upload_api(client, rewritten)
+
+    assert page_outcome(page) == "tampered"
+    assert response.status_code == 200
+    assert body["outcome"] == "tampered" and body["reliable"] is False
+    # Its own finding: not one changed byte but every object moved, so the
+    # signature's byte range frames other bytes.
+    assert checks_of(body)["integrity"] == "failed"
+    assert checks_of(body)["coverage"] == "failed"
+    assert body["issuance"] is None and body["status"] is None
+
+
+def test_pages_copied_into_a_new_file_lost_the_signature(
+    client, register_issued, verification_files
+):
+    register_issued()
+    copied = resaved(verification_files.genuine, whole=False)
+    assert b"/ByteRange" in copied, "the signature's dictionary came along"
+
+    page = upload_page(client, copied)
+    response, body = upload_api(client, copied)
+
+    # Not "indeterminate, try again later": the leftover signature fits
+    # another file's bytes and signs nothing in this one.
+    assert page_outcome(page) == "unsigned"
+    assert "其他程序重新生成的文件" in page.get_data(as_text=True)
+    assert body["outcome"] == "unsigned" and body["reliable"] is False
+    assert "re-made by another program" in body["message"]
+    assert body["checks"] == [] and body["issuance"] is None
+
+
+def test_a_signed_file_whose_check_ran_out_of_time_is_indeterminate(
+    verification_files,
+):
+    cut_short = ValidationReport(
+        parses=Check(CheckOutcome.PASSED, "the file is a readable PDF"),
+        signatures=(),
+        ok=False,
+        summary="not validated: it took more than 0 s",
+    )
+    genuine = verification_files.genuine
+    copied = resaved(genuine, whole=False)
+
+    assert verification.byte_ranges_fit(genuine) is True
+    assert verification.byte_ranges_fit(verification_files.page_added) is True
+    assert verification.byte_ranges_fit(copied) is False
+    assert verification.byte_ranges_fit(verification_files.unsigned) is None
+    assert verification.classify(cut_short, genuine) == "indeterminate"
+    assert verification.classify(cut_short, copied) == "unsigned"
+    assert verification.classify(cut_short, verification_files.unsigned) == ("unsigned")
 
 
 # -- codes and the QR address --------------------------------------------------
