@@ -85,7 +85,8 @@ class Settings:
     reconcile_hold_days: int = 3
     """Days an order we settled waits in the holding pool for its line in a later
     bill (one paid just before midnight may be in the next day's) before it becomes
-    an ours-only discrepancy."""
+    an ours-only discrepancy. The nightly run also goes back this many days to
+    finish (and settle) a day whose run failed or was missed."""
 
     reconcile_fee_rate_wechat: int = 60
     """WeChat Pay's contract fee rate, in hundredths of a percent (60 is 0.6 %):

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from flask import current_app
@@ -665,6 +665,23 @@ def _release_expired_holds(session: Session, channel: str, day: dt.date) -> int:
     return len(expired)
 
 
-def days_to_run(today: dt.date) -> Iterable[dt.date]:
-    """The nightly run reconciles yesterday."""
-    yield today - dt.timedelta(days=1)
+def days_to_run(
+    today: dt.date, *, look_back: int, channels: Sequence[str]
+) -> list[dt.date]:
+    """The days a nightly run on ``today`` reconciles, oldest first: yesterday,
+    and any of the ``look_back`` days up to it whose run of some channel did not
+    finish (it failed, died, or the night was missed altogether)."""
+    first = today - dt.timedelta(days=max(look_back, 1))
+    finished = db.session.execute(
+        select(ReconciliationRun.day, func.count())
+        .where(
+            ReconciliationRun.day >= first,
+            ReconciliationRun.day < today,
+            ReconciliationRun.channel.in_(channels),
+            ReconciliationRun.state == RunState.FINISHED,
+        )
+        .group_by(ReconciliationRun.day)
+    ).all()
+    done = {day for day, count in finished if count == len(set(channels))}
+    days = (first + dt.timedelta(days=n) for n in range((today - first).days))
+    return [day for day in days if day not in done]
