@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from flask import Flask, current_app
@@ -22,35 +23,70 @@ from flask.cli import AppGroup
 
 from campus import clock
 from campus.cli import reaches_channels
-from reconciliation.run import ReconciliationError, days_to_run, reconcile_day
+from reconciliation.run import (
+    Phase,
+    ReconciliationError,
+    days_to_run,
+    reconcile_day,
+)
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 reconcile_cli = AppGroup("reconcile", help="Reconcile against the channels' bills.")
 
 CHANNELS = ("wechat", "alipay")
 
 
-def _run(day: dt.date, channels: tuple[str, ...], hold_days: int | None = None) -> bool:
+class _Bars:
+    """A progress bar on the terminal for each phase of one channel's run."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.phase: Phase | None = None
+        self.bar: ProgressBar[int] | None = None
+
+    def __call__(self, phase: Phase, done: int, total: int) -> None:
+        if phase is not self.phase:
+            self.close()
+            self.phase = phase
+            self.bar = click.progressbar(
+                length=max(total, 1), label=f"{self.label} {phase}", file=sys.stderr
+            )
+            self.bar.__enter__()
+        assert self.bar is not None
+        # An estimated total may turn out short; the bar never runs backwards.
+        self.bar.length = max(total, done, 1)
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _run(
+    day: dt.date,
+    channels: tuple[str, ...],
+    hold_days: int | None = None,
+    progress: bool | None = None,
+) -> bool:
+    """Reconcile ``day`` for each channel and say how each went. Progress bars
+    are drawn when ``progress`` is set, or by default when stderr is a terminal."""
+    if progress is None:
+        progress = sys.stderr.isatty()
     ok = True
     for channel in channels:
+        bars = _Bars(f"{channel} {day}") if progress else None
         try:
-            if sys.stderr.isatty():
-                with click.progressbar(
-                    length=1, label=f"{channel} {day}", file=sys.stderr
-                ) as bar:
-
-                    def advance(done: int, total: int) -> None:
-                        bar.length = max(total, 1)
-                        bar.update(done - bar.pos)
-
-                    run = reconcile_day(
-                        channel, day, hold_days=hold_days, progress=advance
-                    )
-            else:
-                run = reconcile_day(channel, day, hold_days=hold_days)
+            run = reconcile_day(channel, day, hold_days=hold_days, progress=bars)
         except ReconciliationError as error:
             click.echo(f"{channel} {day}: {type(error).__name__}: {error}", err=True)
             ok = False
             continue
+        finally:
+            if bars is not None:
+                bars.close()
         kinds = ", ".join(
             f"{kind} {count}" for kind, count in sorted(run.counts.items())
         )
@@ -68,10 +104,18 @@ def _run(day: dt.date, channels: tuple[str, ...], hold_days: int | None = None) 
     help="Days an ours-only order waits for a later bill "
     "(default: CAMPUS_RECONCILE_HOLD_DAYS).",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Draw progress bars (default: when stderr is a terminal).",
+)
 @reaches_channels
-def run_command(day: dt.datetime, channel: str | None, hold_days: int | None) -> None:
+def run_command(
+    day: dt.datetime, channel: str | None, hold_days: int | None, progress: bool | None
+) -> None:
     """Reconcile one business day (yyyy-mm-dd), one channel or both."""
-    if not _run(day.date(), (channel,) if channel else CHANNELS, hold_days):
+    channels = (channel,) if channel else CHANNELS
+    if not _run(day.date(), channels, hold_days, progress):
         sys.exit(1)
 
 

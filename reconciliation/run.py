@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import hashlib
 import json
 import logging
@@ -66,6 +67,27 @@ BILL_READY_AFTER = dt.timedelta(hours=10)
 """WeChat Pay's bill of a day is ready from 10:00 the next morning."""
 NO_BILL_CODES = {"NO_STATEMENT_EXIST", "isp.bill_not_exist"}
 """What the channels answer for a day without any trade."""
+
+
+class Phase(enum.StrEnum):
+    """The steps of a run that report progress, in order."""
+
+    DOWNLOAD = "download"
+    """Fetching the bill from the channel (one step)."""
+
+    MATCH = "match"
+    """Parsing the bill and matching its lines, in one pass: done counts lines."""
+
+    RECORD = "record"
+    """Recording the findings in committed batches, repairs included."""
+
+
+Progress = Callable[[Phase, int, int], None]
+"""``progress(phase, done, total)``; ``total`` may be an estimate, or 0 when it
+is not known yet."""
+
+PROGRESS_EVERY = 10_000
+"""Lines matched between two reports of progress."""
 
 
 class ReconciliationError(Exception):
@@ -133,7 +155,7 @@ def reconcile_day(
     day: dt.date,
     *,
     hold_days: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     batch: int = 1000,
     now: dt.datetime | None = None,
     bill: Bill | None = None,
@@ -141,8 +163,9 @@ def reconcile_day(
     """Reconcile ``channel``'s bill for ``day`` (a business day in the settings'
     time zone) against our orders. Returns the finished run; raises for a run that
     could not finish (and records why). ``hold_days`` defaults to the
-    ``reconcile_hold_days`` setting. ``progress(done, total)`` is called after
-    each committed batch of ``batch`` findings. ``bill`` is the day's bill when the
+    ``reconcile_hold_days`` setting. ``progress(phase, done, total)`` is called as
+    the bill is downloaded, every ``PROGRESS_EVERY`` lines matched, and after each
+    committed batch of ``batch`` findings. ``bill`` is the day's bill when the
     caller already has it (downloaded earlier, or kept from another run); without
     it the run downloads it through the channel adapter."""
     settings = current_app.extensions["campus.settings"]
@@ -156,7 +179,9 @@ def reconcile_day(
         )
         return run
     start, end = day_bounds(day, settings.zone)
+    report = progress or _no_progress
     try:
+        report(Phase.DOWNLOAD, 0, 1)
         if bill is None:
             bill = _download(channel, day, ready=now >= end + BILL_READY_AFTER)
         elif bill.channel != channel or bill.day != day:
@@ -169,20 +194,20 @@ def reconcile_day(
                 "the bill given does not match its sha256", channel=channel, day=day
             )
         path = _keep(bill, Path(current_app.instance_path)) if bill else None
+        report(Phase.DOWNLOAD, 1, 1)
         # The bill is read and matched in one pass, in memory; nothing is written
         # until its last line and its summary have been checked.
-        matched = _match(
-            channel,
-            day,
-            _lines(bill, channel, day) if bill else (),
-            start,
-            end,
-            fee_rate(settings, channel),
-        )
+        lines: Iterable[BillLine] = ()
+        if bill is not None:
+            lines = _lines(bill, channel, day)
+            if progress is not None:
+                lines = _reporting(lines, _line_estimate(bill), progress)
+        matched = _match(channel, day, lines, start, end, fee_rate(settings, channel))
+        report(Phase.MATCH, matched.lines, matched.lines)
     except ReconciliationError as error:
         _fail(run.id, str(error))
         raise
-    _record_all(channel, day, matched, start, hold_days, progress, batch)
+    _record_all(channel, day, matched, start, hold_days, report, batch)
     # Releasing holds, booking fees, counting and finishing commit together: a run
     # killed before this point leaves them all to the next one, which then counts
     # exactly what an uninterrupted run would have.
@@ -325,6 +350,26 @@ def _lines(bill: Bill, channel: str, day: dt.date) -> Iterator[BillLine]:
         raise BillRejected(str(error), channel=channel, day=day) from error
 
 
+def _no_progress(phase: Phase, done: int, total: int) -> None:
+    pass
+
+
+def _line_estimate(bill: Bill) -> int:
+    """About how many lines a bill has, for a progress bar: a WeChat bill's rows
+    are its text's lines (give or take its header and summary); an Alipay zip's
+    are not known before it is parsed."""
+    return bill.content.count(b"\n") if bill.channel == "wechat" else 0
+
+
+def _reporting(
+    lines: Iterable[BillLine], estimate: int, progress: Progress
+) -> Iterator[BillLine]:
+    for number, line in enumerate(lines, 1):
+        if number % PROGRESS_EVERY == 0:
+            progress(Phase.MATCH, number, max(estimate, number))
+        yield line
+
+
 def _ours(
     session: Session, channel: str, start: dt.datetime, end: dt.datetime
 ) -> tuple[dict[str, OrderRecord], dict[str, RefundRecord]]:
@@ -451,7 +496,7 @@ def _record_all(
     matched: _Matched,
     start: dt.datetime,
     hold_days: int,
-    progress: Callable[[int, int], None] | None,
+    progress: Progress,
     batch: int,
 ) -> None:
     """Record the findings in committed batches of ``batch``, skipping those an
@@ -476,10 +521,10 @@ def _record_all(
                 _record(session, channel, day, finding, start, hold_days, known, rows)
             if rows:
                 session.execute(insert(Discrepancy), rows)
-        if progress is not None:
-            progress(matched.matched + min(offset + batch, len(findings)), total)
-    if progress is not None and not findings:
-        progress(total, total)
+        done = matched.matched + min(offset + batch, len(findings))
+        progress(Phase.RECORD, done, total)
+    if not findings:
+        progress(Phase.RECORD, total, total)
 
 
 def _recount(

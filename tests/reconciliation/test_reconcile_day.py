@@ -17,8 +17,15 @@ from campus.settings import Settings, SettingsError
 from payments import ledger
 from payments.channels import channel_for
 from payments.topups import TopUpState, find_top_up
+from reconciliation import run as run_module
 from reconciliation.models import Discrepancy, DiscrepancyStatus, RunState
-from reconciliation.run import BillRejected, RunInProgress, fee_rate, reconcile_day
+from reconciliation.run import (
+    BillRejected,
+    Phase,
+    RunInProgress,
+    fee_rate,
+    reconcile_day,
+)
 from tests.payments.test_notifications import DESKTOP, _open_and_pay
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -287,8 +294,9 @@ def test_a_run_killed_half_way_is_finished_by_the_next_one(
     class Killed(Exception):
         pass
 
-    def kill_after_first_batch(done, total):
-        raise Killed(f"{done} of {total}")
+    def kill_after_first_batch(phase, done, total):
+        if phase is Phase.RECORD:
+            raise Killed(f"{done} of {total}")
 
     with pytest.raises(Killed):
         _reconcile(live_app, killed_day, progress=kill_after_first_batch, **options)
@@ -419,3 +427,62 @@ def test_the_command_line_holds_for_the_days_it_is_given(
     session.rollback()
     held = session.scalars(select(Discrepancy).where(Discrepancy.key == number)).one()
     assert held.hold_until == trading_day + dt.timedelta(days=1)
+
+
+def test_a_run_reports_progress_through_download_match_and_record(
+    live_app, shopper, session, trading_day, monkeypatch
+):
+    for _ in range(3):
+        _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, trading_day)
+    monkeypatch.setattr(run_module, "PROGRESS_EVERY", 1)
+    calls = []
+
+    _reconcile(live_app, trading_day, progress=lambda *call: calls.append(call))
+
+    phases = [phase for phase, _, _ in calls]
+    assert sorted(set(phases), key=phases.index) == [
+        Phase.DOWNLOAD,
+        Phase.MATCH,
+        Phase.RECORD,
+    ]
+    assert phases == sorted(phases, key=list(Phase).index)  # one phase after another
+    assert [done for phase, done, _ in calls if phase is Phase.MATCH] == [1, 2, 3, 3]
+    last = {phase: (done, total) for phase, done, total in calls}
+    assert last == {
+        Phase.DOWNLOAD: (1, 1),
+        Phase.MATCH: (3, 3),
+        Phase.RECORD: (3, 3),
+    }
+
+
+def test_the_command_line_shows_a_progress_bar_for_each_phase(
+    live_app, shopper, session, trading_day
+):
+    _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, trading_day)
+    runner = live_app.app.test_cli_runner()
+    day = trading_day.isoformat()
+
+    result = _in_app(
+        live_app,
+        lambda: runner.invoke(
+            args=[
+                "reconcile",
+                "run",
+                "--date",
+                day,
+                "--channel",
+                "wechat",
+                "--progress",
+            ]
+        ),
+    )
+
+    assert result.exit_code == 0, result.output
+    # Off a terminal, click prints each bar's label once instead of drawing it.
+    for phase in ("download", "match", "record"):
+        assert f"wechat {day} {phase}" in result.output
+    assert f"wechat {day}: finished, 1 lines;" in result.output
