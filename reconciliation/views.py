@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -19,6 +20,7 @@ from campus.database import db
 from campus.errors import CampusError
 from payments.money import format_yuan
 from reconciliation import reports
+from reconciliation.flagged import flagged_orders
 from reconciliation.matching import FINANCE_LABELS, FindingKind
 from reconciliation.models import Discrepancy, DiscrepancyStatus, ReconciliationRun
 from reconciliation.reports import COLUMNS, discrepancy_out, statement_out
@@ -102,6 +104,29 @@ def runs_api() -> list[dict[str, Any]]:
         select(ReconciliationRun).order_by(ReconciliationRun.day.desc()).limit(200)
     )
     return [run_out(run) for run in runs]
+
+
+class FlaggedOrderOut(Schema):
+    kind = fields.String(metadata={"enum": ["top_up", "pos_payment"]})
+    out_trade_no = fields.String()
+    channel = fields.String(allow_none=True)
+    state = fields.String(metadata={"description": "the order's own state"})
+    amount_fen = fields.Integer()
+    transaction_id = fields.String(allow_none=True)
+    reason = fields.String(metadata={"description": "why payments flagged it"})
+    merchant = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+
+
+@bp.get("/api/reconciliation/flagged-orders")
+@bp.output(FlaggedOrderOut(many=True))
+@bp.doc(
+    summary="Orders payments flagged for review (e.g. paid after they closed)",
+    responses=[401, 403],
+)
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def flagged_orders_api() -> list[dict[str, Any]]:
+    return [dataclasses.asdict(order) for order in flagged_orders(db.session())]
 
 
 @bp.get("/api/reconciliation/discrepancies")
@@ -200,6 +225,7 @@ def finance_page() -> Any:
         runs=[run_out(run) for run in runs],
         open_items=[discrepancy_out(i) for i in _discrepancies(None, "open")],
         held_items=[discrepancy_out(i) for i in _discrepancies(None, "held")],
+        flagged=flagged_orders(db.session()),
         chart=_chart(),
         format_yuan=format_yuan,
         labels=FINANCE_LABELS,
