@@ -10,6 +10,17 @@ def init_app(app: Flask) -> None:
 
     orders.register(topups.ORDER_KIND)
 
+    settings = app.extensions["campus.settings"]
+    if settings.production:
+        # Channels are otherwise built at their first use; production must refuse
+        # a missing or sandbox merchant configuration when it starts, not at the
+        # first student's payment.
+        from payments.channels.alipay.config import AlipayConfig
+        from payments.channels.wechat.config import WechatConfig
+
+        WechatConfig.from_settings(settings)
+        AlipayConfig.from_settings(settings)
+
     app.register_blueprint(api.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(top_up_pages.bp)
