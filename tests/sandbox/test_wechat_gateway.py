@@ -201,6 +201,64 @@ def test_a_request_not_signed_by_the_rules_is_refused_401_sign_error(
     assert answer.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("answer_to", "status", "code"),
+    [
+        ("unknown_order", 404, "ORDER_NOT_EXIST"),
+        ("unknown_path", 404, "NOT_FOUND"),
+        ("wrong_method", 405, "INVALID_REQUEST"),
+        ("not_json", 400, "PARAM_ERROR"),
+        ("bad_signature", 401, "SIGN_ERROR"),
+        ("system_error", 500, "SYSTEM_ERROR"),
+    ],
+)
+def test_error_answers_are_signed_like_any_other(
+    answer_to: str, status: int, code: str, served_sandbox: ServedSandbox
+) -> None:
+    # The real API signs its error answers too; an adapter that verifies them must
+    # find a signature here, or it would learn to believe unsigned ones.
+    keys = keys_of(served_sandbox)
+    if answer_to == "unknown_order":
+        answer = call(
+            served_sandbox,
+            "GET",
+            "/v3/pay/transactions/out-trade-no/none?mchid=" + keys.mchid,
+        )
+    elif answer_to == "unknown_path":
+        answer = call(served_sandbox, "GET", "/v3/no/such/thing")
+    elif answer_to == "wrong_method":
+        answer = call(served_sandbox, "DELETE", "/v3/pay/transactions/native")
+    elif answer_to == "not_json":
+        answer = call(
+            served_sandbox,
+            "POST",
+            "/v3/pay/transactions/native",
+            native_body(served_sandbox),
+            headers={"Content-Type": "text/plain"},
+        )
+    elif answer_to == "bad_signature":
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        answer = call(
+            served_sandbox,
+            "POST",
+            "/v3/pay/transactions/native",
+            native_body(served_sandbox),
+            key=other,
+        )
+    else:
+        served_sandbox.sandbox.faults.set("wechat", "system_error", True)
+        answer = call(
+            served_sandbox,
+            "POST",
+            "/v3/pay/transactions/native",
+            native_body(served_sandbox),
+        )
+
+    assert (answer.status_code, answer.json()["code"]) == (status, code)
+    assert answer.headers["Wechatpay-Serial"] == keys.public_key_id
+    assert verify_answer(answer, keys.public_key_private.public_key())
+
+
 def test_query_string_is_part_of_what_is_signed(served_sandbox: ServedSandbox) -> None:
     keys = keys_of(served_sandbox)
     path = "/v3/pay/transactions/out-trade-no/none?mchid=" + keys.mchid

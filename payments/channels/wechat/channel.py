@@ -9,7 +9,8 @@ platform-certificate mode. Beyond the SDK, this adapter:
   that acts on it;
 - checks a bill's SHA1 ``hash_value`` and never sends our signed download
   request anywhere but our gateway;
-- treats a 2xx answer without a valid signature as forged.
+- treats an answer without a valid signature as forged, an error answer too
+  (``client``): an unsigned ``ORDER_NOT_EXIST`` is never "no such order".
 
 Amounts are fen on both sides (WeChat Pay v3 counts in fen too); times from
 WeChat Pay are RFC 3339 with +08:00.

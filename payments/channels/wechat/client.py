@@ -8,6 +8,12 @@ What the SDK does and what we add (wechatpayv3 2.0.4, pinned):
 - It refreshes certificates by clearing its list and refilling it, so a failed
   refresh leaves none; ``_Core`` keeps the old list when a refresh brings nothing,
   lets one thread refresh at a time, and at most once a minute.
+- It verifies the signature of 2xx answers only, and believes any error answer:
+  an unsigned ``404 ORDER_NOT_EXIST`` from whoever sits between us and WeChat Pay
+  would make a paid order look absent. WeChat Pay signs its error answers as
+  well, so ``_Core.request`` verifies every answer it does not deliberately skip
+  (certificate downloads, which the APIv3 key seals, and bill files, which their
+  hash proves).
 - It raises a bare ``Exception`` for an unsigned or badly signed 2xx answer, and
   ``ValueError`` for an odd ``Wechatpay-Serial``; ``_Core`` turns every failed
   verification into ``Unverified`` so that ``call`` can tell a forged answer from
@@ -19,6 +25,9 @@ Errors, as ``call`` translates them::
     5xx, SYSTEM_ERROR / SYSTEMERROR, 429,
     an answer that is not JSON                 → ChannelUnavailable
     2xx without a valid signature              → ForgedResponse
+    an error answer without a valid signature:
+      claiming a WeChat Pay code               → ForgedResponse
+      with no code (a proxy's error page)      → ChannelUnavailable
     other 4xx {"code", "message"}              → ChannelRejected(error_code=code)
 """
 
@@ -34,7 +43,10 @@ from typing import Any
 import requests
 from cryptography import x509
 from wechatpayv3 import WeChatPay, WeChatPayType
+from wechatpayv3 import __version__ as SDK_VERSION
 from wechatpayv3.core import Core
+from wechatpayv3.type import RequestType
+from wechatpayv3.utils import build_authorization
 
 from payments.channels.base import (
     ChannelRejected,
@@ -57,6 +69,16 @@ REFRESH_INTERVAL_SECONDS = 60
 
 class Unverified(Exception):
     """A WeChat Pay signature that is missing, malformed or wrong."""
+
+
+class UnverifiedErrorAnswer(Unverified):
+    """An error answer (not 2xx) whose signature is missing or wrong: what it says
+    is not to be believed, only its status and body kept for the logs."""
+
+    def __init__(self, message: str, status: int, content: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.content = content
 
 
 class _Core(Core):  # type: ignore[misc]
@@ -92,6 +114,63 @@ class _Core(Core):  # type: ignore[misc]
                 "serials": [format(c.serial_number, "X") for c in self._certificates]
             },
         )
+
+    def request(
+        self,
+        path: str,
+        method: RequestType = RequestType.GET,
+        data: Any = None,
+        skip_verify: bool = False,
+        sign_data: Any = None,
+        files: Any = None,
+        cipher_data: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """``Core.request`` of wechatpayv3 2.0.4, sending the same request, with
+        one change: the answer's signature is verified whatever its status. The
+        SDK's method verifies 2xx answers only and returns no headers, so it
+        cannot be wrapped; this replaces it."""
+        headers = dict(headers or {})
+        headers["Content-Type"] = "multipart/form-data" if files else "application/json"
+        headers["Accept"] = "application/json"
+        headers["User-Agent"] = (
+            f"wechatpay python sdk v{SDK_VERSION}"
+            "(https://github.com/minibear2021/wechatpayv3)"
+        )
+        if self._public_key_id or cipher_data:
+            headers["Wechatpay-Serial"] = self._public_key_id or format(
+                self._last_certificate().serial_number, "X"
+            )
+        headers["Authorization"] = build_authorization(
+            path,
+            method.value,
+            self._mchid,
+            self._cert_serial_no,
+            self._private_key,
+            data=sign_data if sign_data else data,
+        )
+        response = requests.request(
+            method.value,
+            self._gate_way + path,
+            json=None if files else data,
+            data=data if files else None,
+            files=files,
+            headers=headers,
+            proxies=self._proxy,
+            timeout=self._timeout,
+        )
+        is_json = "application/json" in response.headers.get("Content-Type", "")
+        content = response.text if is_json else response.content
+        if not skip_verify:
+            try:
+                self._verify_signature(response.headers, response.text)
+            except Unverified as error:
+                if 200 <= response.status_code < 300:
+                    raise
+                raise UnverifiedErrorAnswer(
+                    str(error), response.status_code, content
+                ) from error
+        return response.status_code, content
 
     def _verify_signature(self, headers: Any, body: Any) -> bool:
         try:
@@ -182,6 +261,28 @@ def call(
         logger.warning("wechat_call_unreachable", extra=context)
         raise ChannelUnavailable(
             f"cannot reach WeChat Pay for {operation}",
+            channel=CHANNEL,
+            out_trade_no=out_trade_no,
+        ) from error
+    except UnverifiedErrorAnswer as error:
+        claimed = (_parse(error.content) or {}).get("code")
+        failure = context | {"status": error.status, "claimed_code": claimed}
+        if claimed is None:
+            # Not WeChat Pay's own shape (a proxy's or load balancer's error page):
+            # it says nothing about the order, whose outcome is unknown.
+            logger.warning("wechat_answer_unsigned_error", extra=failure)
+            raise ChannelUnavailable(
+                f"WeChat Pay's gateway answered {operation} with an unsigned "
+                f"{error.status}",
+                channel=CHANNEL,
+                out_trade_no=out_trade_no,
+            ) from error
+        # Claims to be WeChat Pay's business answer without its signature: never
+        # read as "no such order" or a refusal, which would end the order here.
+        logger.error("wechat_answer_forged", extra=failure)
+        raise ForgedResponse(
+            f"WeChat Pay's {error.status} {claimed} answer to {operation} is not "
+            f"validly signed: {error}",
             channel=CHANNEL,
             out_trade_no=out_trade_no,
         ) from error

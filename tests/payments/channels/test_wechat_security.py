@@ -23,6 +23,8 @@ from campus.settings import Settings
 from payments.channels.base import (
     BadNotificationSignature,
     ChannelNotConfigured,
+    ChannelRejected,
+    ChannelUnavailable,
     DuplicateNotification,
     ForgedResponse,
     MalformedNotification,
@@ -50,24 +52,31 @@ from tests.sandbox.conftest import (  # noqa: F401 (fixtures)
 
 class Impostor:
     """Something at the gateway's address that is not WeChat Pay: it answers
-    every call 200 with ``payload``, signed by ``key`` under ``serial`` or not
-    signed at all."""
+    every call ``status`` (200 unless told) with ``payload`` as JSON, or with
+    ``page`` as HTML, signed by ``key`` under ``serial`` or not signed at all."""
 
     def __init__(self) -> None:
         self.payload: dict[str, Any] = {}
+        self.page: str | None = None
+        self.status = 200
         self.key: rsa.RSAPrivateKey | None = None
         self.serial = ""
         self.server = LoopbackServer(self._app).start()
 
     def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
         Request(environ).get_data()
-        body = json.dumps(self.payload)
-        headers = {"Content-Type": "application/json"}
+        if self.page is not None:
+            body, headers = self.page, {"Content-Type": "text/html"}
+        else:
+            body = json.dumps(self.payload)
+            headers = {"Content-Type": "application/json"}
         if self.key is not None:
             headers |= protocol.signed_headers(
                 self.key, self.serial, body, int(__import__("time").time())
             )
-        return Response(body, status=200, headers=headers)(environ, start_response)
+        return Response(body, status=self.status, headers=headers)(
+            environ, start_response
+        )
 
 
 @pytest.fixture
@@ -121,6 +130,89 @@ def test_a_2xx_answer_signed_by_another_key_is_forged(
     impostor.serial = wechat.config.public_key_id or ""
     with pytest.raises(ForgedResponse):
         wechat.query("X1")
+
+
+ORDER_NOT_EXIST = {"code": "ORDER_NOT_EXIST", "message": "订单不存在"}
+
+
+@pytest.mark.parametrize("signature", ["none", "another_key"])
+def test_a_404_order_not_exist_not_signed_by_wechat_pay_is_forged(
+    make_wechat_channel, impostor: Impostor, caplog, signature: str
+) -> None:
+    # Believed, it would make a paid order look absent: the query job would then
+    # close it here without asking WeChat Pay to close it.
+    wechat = make_wechat_channel("public_key", gateway_url=impostor.server.url)
+    impostor.status, impostor.payload = 404, ORDER_NOT_EXIST
+    if signature == "another_key":
+        impostor.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        impostor.serial = wechat.config.public_key_id or ""
+
+    with pytest.raises(ForgedResponse) as forged:
+        wechat.query("X1")
+
+    assert forged.value.out_trade_no == "X1"
+    assert any(
+        record.message == "wechat_answer_forged"
+        and record.out_trade_no == "X1"
+        and record.claimed_code == "ORDER_NOT_EXIST"
+        for record in caplog.records
+    )
+
+
+def test_a_404_order_not_exist_signed_by_wechat_pay_is_no_such_order(
+    make_wechat_channel, impostor: Impostor, served_sandbox: ServedSandbox
+) -> None:
+    # The same answer with the platform key's signature is believed.
+    wechat = make_wechat_channel("public_key", gateway_url=impostor.server.url)
+    keys = served_sandbox.sandbox.gateways["wechat"].keys  # type: ignore[attr-defined]
+    impostor.key, impostor.serial = keys.public_key_private, keys.public_key_id
+    impostor.status, impostor.payload = 404, ORDER_NOT_EXIST
+
+    assert wechat.query("X1").state is TradeState.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("operation", "status", "payload"),
+    [
+        ("create_order", 400, {"code": "PARAM_ERROR", "message": "参数错误"}),
+        ("create_order", 403, {"code": "NOAUTH", "message": "商户无权限"}),
+        ("close", 400, {"code": "ORDERPAID", "message": "订单已支付"}),
+        ("close", 404, ORDER_NOT_EXIST),
+        ("reverse", 404, ORDER_NOT_EXIST),
+    ],
+)
+def test_an_unsigned_refusal_is_forged_not_a_refusal(
+    make_wechat_channel,
+    impostor: Impostor,
+    receiver: Receiver,
+    operation: str,
+    status: int,
+    payload: dict[str, str],
+) -> None:
+    # A refusal ends an order here (a top-up fails, a code payment is given up):
+    # only WeChat Pay's own word may do that.
+    wechat = make_wechat_channel("public_key", gateway_url=impostor.server.url)
+    impostor.status, impostor.payload = status, payload
+
+    with pytest.raises(ForgedResponse):
+        if operation == "create_order":
+            wechat.create_order(order_for(receiver), PayerContext(PayerKind.NATIVE))
+        else:
+            getattr(wechat, operation)("X1")
+
+
+def test_an_unsigned_error_page_from_a_proxy_is_unavailable(
+    make_wechat_channel, impostor: Impostor
+) -> None:
+    # A load balancer's 502 is not WeChat Pay's answer and claims no code: the
+    # outcome is unknown, as for a timeout, and the order is asked about again.
+    wechat = make_wechat_channel("public_key", gateway_url=impostor.server.url)
+    impostor.status, impostor.page = 502, "<html><h1>502 Bad Gateway</h1></html>"
+
+    with pytest.raises(ChannelUnavailable) as unavailable:
+        wechat.query("X1")
+
+    assert not isinstance(unavailable.value, ForgedResponse | ChannelRejected)
 
 
 def test_a_bill_download_url_off_our_gateway_is_refused(
