@@ -19,7 +19,9 @@ fee_mismatch       手续费不符 / fees         the day's fees differ from the
 
 A channel-only payment for an order of ours that is still waiting for payment is
 ``repairable``: the notification was lost, and settling it through the order's own
-settle function is safe. Everything else waits for a finance operator.
+settle function is safe. So is a refund the channel lists as done, for the same
+amount, that we still see processing: it settles through the refund's own settle
+function. Everything else waits for a finance operator.
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ def _refund_finding(line: BillLine, refund: RefundRecord | None) -> Finding:
             key,
             line,
             refund,
-            repairable=refund.state == "processing",
+            repairable=refund.state == "processing"
+            and refund.amount_fen == line.amount_fen,
             note=f"refunded at the channel, {refund.state} here",
         )
     if line.state is not ChannelState.REFUNDED and refund.state == "succeeded":
@@ -243,7 +246,8 @@ class DayMatch:
         self.fee_fen = 0
         """The channel's fees over every line, as the bill states them."""
         self.merchant_fees: list[tuple[str, str, int]] = []
-        """(out_trade_no, merchant, fee) of each matched merchant payment."""
+        """(number, merchant, fee) of each matched merchant payment (our order
+        number, fee charged) and refund (our refund number, fee given back)."""
         self._charged = self._expected = self._charged_lines = 0
 
     def add(self, line: BillLine) -> None:
@@ -290,12 +294,13 @@ class DayMatch:
     def _count_match(self, finding: Finding) -> None:
         self.matched += 1
         ours, line = finding.ours, finding.line
-        if (
-            isinstance(ours, OrderRecord)
-            and ours.merchant
-            and line is not None
-            and line.kind is LineKind.PAYMENT
-        ):
+        if ours is None or not ours.merchant or line is None:
+            return
+        if isinstance(ours, OrderRecord) and line.kind is LineKind.PAYMENT:
+            self.merchant_fees.append((finding.key, ours.merchant, line.fee_fen))
+        elif isinstance(ours, RefundRecord) and line.fee_fen:
+            # The part of the payment's fee the channel gives back on a refund
+            # (negative): credited to the merchant, keyed by our refund number.
             self.merchant_fees.append((finding.key, ours.merchant, line.fee_fen))
 
     def finish(

@@ -44,6 +44,8 @@ from payments.channels.base import (
     ChannelError,
     ChannelRejected,
     PaymentResult,
+    RefundResult,
+    RefundState,
     TradeState,
 )
 from payments.channels.wechat.channel import DamagedBill
@@ -436,21 +438,25 @@ def _match(
     session = db.session()
     try:
         paid, refunded = _ours(session, channel, start, end)
-        # An order repaired by an interrupted run of this day is now paid and would
-        # match; it is matched as it stood before, so the day sorts as it first did.
-        before = _as_before_repair(session, channel, day)
+        # What an interrupted run of this day repaired is now paid (or refunded)
+        # and would match; it is matched as it stood before, so the day sorts as
+        # it first did.
+        before, refunds_before = _as_before_repair(session, channel, day)
         for out_trade_no, record in before.items():
             if out_trade_no in paid:
                 paid[out_trade_no] = record
+        for out_refund_no, refund in refunds_before.items():
+            if out_refund_no in refunded:
+                refunded[out_refund_no] = refund
         matcher = DayMatch(paid, refunded, fee_rate_per_10000)
         for line in lines:
             matcher.add(line)
         del paid, refunded
-        lookup = _lookup_order(session)
+        lookup, lookup_refund = _lookup_order(session), _lookup_refund(session)
         # Only now, the bill being whole: the lines of orders not paid that day.
         findings = matcher.finish(
             lambda number: before.get(number) or lookup(number),
-            _lookup_refund(session),
+            lambda number: refunds_before.get(number) or lookup_refund(number),
         )
     finally:
         session.rollback()
@@ -465,9 +471,17 @@ def _match(
 
 def _as_before_repair(
     session: Session, channel: str, day: dt.date
-) -> dict[str, OrderRecord]:
-    """The orders this day's runs have repaired, as they were found: unpaid."""
-    return {
+) -> tuple[dict[str, OrderRecord], dict[str, RefundRecord]]:
+    """The orders and refunds this day's runs have repaired, as they were found
+    (unpaid, or refund processing), by our order and refund numbers."""
+    repaired = session.scalars(
+        select(Discrepancy).where(
+            Discrepancy.channel == channel,
+            Discrepancy.day == day,
+            Discrepancy.status == DiscrepancyStatus.REPAIRED,
+        )
+    ).all()
+    payments = {
         item.out_trade_no: OrderRecord(
             kind=item.order_kind or "",
             out_trade_no=item.out_trade_no,
@@ -478,16 +492,25 @@ def _as_before_repair(
             paid_at=None,
             merchant=item.merchant,
         )
-        for item in session.scalars(
-            select(Discrepancy).where(
-                Discrepancy.channel == channel,
-                Discrepancy.day == day,
-                Discrepancy.kind == FindingKind.CHANNEL_ONLY.value,
-                Discrepancy.status == DiscrepancyStatus.REPAIRED,
-            )
-        )
-        if item.out_trade_no
+        for item in repaired
+        if item.kind == FindingKind.CHANNEL_ONLY.value and item.out_trade_no
     }
+    refunds = {
+        item.out_refund_no: RefundRecord(
+            kind=item.order_kind or "",
+            out_refund_no=item.out_refund_no,
+            out_trade_no=item.out_trade_no or "",
+            channel=channel,
+            state=item.our_state or "processing",
+            amount_fen=item.our_amount_fen or 0,
+            refund_id=None,
+            refunded_at=None,
+            merchant=item.merchant,
+        )
+        for item in repaired
+        if item.kind == FindingKind.REFUND_MISMATCH.value and item.out_refund_no
+    }
+    return payments, refunds
 
 
 def _record_all(
@@ -643,11 +666,16 @@ def _record(
     if finding.kind is FindingKind.OURS_ONLY and hold_days > 0:
         discrepancy["status"] = DiscrepancyStatus.HELD
         discrepancy["hold_until"] = day + dt.timedelta(days=hold_days)
-    if finding.repairable and finding.kind is FindingKind.CHANNEL_ONLY and line:
-        if _repair(session, channel, line, finding):
-            discrepancy["status"] = DiscrepancyStatus.REPAIRED
-            discrepancy["closed_at"] = utcnow()
-            discrepancy["resolved_by"] = "reconciliation"
+    repaired = False
+    if finding.repairable and line:
+        if finding.kind is FindingKind.CHANNEL_ONLY:
+            repaired = _repair(session, channel, line, finding)
+        elif finding.kind is FindingKind.REFUND_MISMATCH:
+            repaired = _repair_refund(session, channel, line)
+    if repaired:
+        discrepancy["status"] = DiscrepancyStatus.REPAIRED
+        discrepancy["closed_at"] = utcnow()
+        discrepancy["resolved_by"] = "reconciliation"
     rows.append(discrepancy)
 
 
@@ -673,6 +701,37 @@ def _repair(session: Session, channel: str, line: BillLine, finding: Finding) ->
         extra={
             "channel": channel,
             "out_trade_no": line.out_trade_no,
+            "outcome": outcome.value,
+        },
+    )
+    return outcome in {SettleOutcome.CREDITED, SettleOutcome.ALREADY}
+
+
+def _repair_refund(session: Session, channel: str, line: BillLine) -> bool:
+    """Settle a refund whose notification was lost through its own settle function,
+    as the notification would have. It finishes when the bill says the channel
+    finished it, so that it counts on the bill's day, not on the day repaired."""
+    kind = orders.refund_kind_for(session, line.out_refund_no)
+    if kind is None:
+        return False
+    outcome = kind.settle(
+        session,
+        channel,
+        RefundResult(
+            out_refund_no=line.out_refund_no,
+            state=RefundState.SUCCEEDED,
+            refund_id=line.refund_id or None,
+            amount_fen=line.amount_fen,
+            out_trade_no=line.out_trade_no,
+        ),
+        via="reconciliation",
+        now=line.traded_at,
+    )
+    logger.info(
+        "reconciliation_refund_repair",
+        extra={
+            "channel": channel,
+            "out_refund_no": line.out_refund_no,
             "outcome": outcome.value,
         },
     )

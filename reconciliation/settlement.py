@@ -3,11 +3,12 @@
 A statement is read from the ledger, not from order tables: for each merchant and
 business day, the payments into its payable account grouped by where the money came
 from (WeChat Pay or Alipay clearing, or a campus wallet), the refunds that left it,
-and the channel fees on its payments that day as the bills state them
-(``ChannelFee``, recorded by reconciliation). The net payable moves from the
-merchant's payable account to its settled account, and the merchant's share of fees
-to the fees account, in one journal entry per merchant and day: re-running a day
-finds the entry already posted and changes nothing.
+and the channel fees on its payments that day as the bills state them, less what
+the bills give back on its refunds (``ChannelFee``, recorded by reconciliation).
+The net payable moves from the merchant's payable account to its settled account,
+and the merchant's share of fees to the fees account, in one journal entry per
+merchant and day: re-running a day finds the entry already posted and changes
+nothing.
 
 A day whose refunds exceed its takings leaves a negative net: nothing is paid out,
 the statement says so, and the payable carries the difference into later days.
@@ -42,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 
 class ChannelFee(Base):
-    """A channel's fee on one of a merchant's payments, as the day's bill states."""
+    """A channel's fee on one of a merchant's payments, as the day's bill states;
+    or, negative, the part of it the channel gives back on one of its refunds."""
 
     __tablename__ = "channel_fees"
     __table_args__ = (UniqueConstraint("channel", "out_trade_no"),)
@@ -51,6 +53,7 @@ class ChannelFee(Base):
     channel: Mapped[str] = mapped_column(String(16))
     day: Mapped[dt.date] = mapped_column(Date, index=True)
     out_trade_no: Mapped[str] = mapped_column(String(64))
+    """Our order number; our refund number for a fee given back on a refund."""
     merchant: Mapped[str] = mapped_column(String(32), index=True)
     fee_fen: Mapped[int] = mapped_column(BigInteger)
 
@@ -220,8 +223,9 @@ def settle_merchants(
 def record_fees(
     session: Session, channel: str, day: dt.date, fees: list[tuple[str, str, int]]
 ) -> None:
-    """Remember each merchant payment's fee from the bill: (out_trade_no, merchant,
-    fee). Recording again changes nothing."""
+    """Remember each merchant payment's fee, and each refund's fee given back,
+    from the bill: (our order or refund number, merchant, fee). Recording again
+    changes nothing."""
     known = set(
         session.scalars(
             select(ChannelFee.out_trade_no).where(

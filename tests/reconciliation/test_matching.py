@@ -214,3 +214,54 @@ def test_a_matched_line_of_an_order_paid_another_day_is_returned_to_close_its_ho
 
     assert finding.kind is FindingKind.MATCHED and finding.ours is earlier
     assert day.matched == 1
+
+
+def _refund(number, amount, state="succeeded", merchant="C1W01"):
+    return RefundRecord(
+        kind="pos_refund",
+        out_refund_no=number,
+        out_trade_no="P",
+        channel="wechat",
+        state=state,
+        amount_fen=amount,
+        refund_id=None,
+        refunded_at=AT,
+        merchant=merchant,
+    )
+
+
+def _refund_line(number, amount, fee):
+    return _line(
+        "P",
+        amount=amount,
+        kind=LineKind.REFUND,
+        state=ChannelState.REFUNDED,
+        refund=number,
+        fee=fee,
+    )
+
+
+def test_a_processing_refund_is_repairable_only_for_the_amount_the_channel_refunded():
+    lines = [_refund_line("R1", 300, -2), _refund_line("R2", 300, -2)]
+    processing = {
+        "R1": _refund("R1", 300, "processing"),
+        "R2": _refund("R2", 250, "processing"),
+    }
+
+    findings = _kinds(match_refunds(lines, {}, processing.get))
+
+    assert findings == {
+        "R1": (FindingKind.REFUND_MISMATCH, True),
+        "R2": (FindingKind.REFUND_MISMATCH, False),
+    }
+
+
+def test_a_matched_merchant_refund_keeps_the_fee_given_back_for_settlement():
+    day = DayMatch({}, {"R1": _refund("R1", 300)}, 60)
+    day.add(_refund_line("R1", 300, -2))
+    day.add(_refund_line("R2", 100, -1))  # found elsewhere, matched there
+
+    day.finish({}.get, {"R2": _refund("R2", 100)}.get)
+
+    assert day.matched == 2
+    assert day.merchant_fees == [("R1", "C1W01", -2), ("R2", "C1W01", -1)]
