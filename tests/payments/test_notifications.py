@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,23 @@ def _records(session, number: str) -> list[str]:
             .order_by(NotificationRecord.id)
         )
     ]
+
+
+def _last_record(session, number: str) -> NotificationRecord:
+    session.rollback()
+    return session.scalars(
+        select(NotificationRecord)
+        .where(NotificationRecord.out_trade_no == number)
+        .order_by(NotificationRecord.id.desc())
+    ).first()
+
+
+def _logged(caplog, event: str, number: str) -> bool:
+    """Whether ``event`` was logged with ``number`` as its order id."""
+    return any(
+        record.getMessage() == event and getattr(record, "out_trade_no", None) == number
+        for record in caplog.records
+    )
 
 
 def _balance(session, card) -> int:
@@ -147,17 +165,25 @@ def _resource(live_app, number: str, amount_fen: int, mchid: str | None = None) 
     }
 
 
-def test_a_stale_notification_credits_nothing(live_app, student_browser, session):
+def test_a_stale_notification_credits_nothing(
+    live_app, student_browser, session, caplog
+):
     browser = student_browser(DESKTOP)
     card = student_browser.card
     number = _open_and_pay(live_app, browser, card, pay=False)
     ten_minutes_ago = int(dt.datetime.now(dt.UTC).timestamp()) - 600
+    caplog.set_level(logging.INFO)
 
     answer = _signed_post(live_app, _resource(live_app, number, 5000), ten_minutes_ago)
 
     assert answer.status_code >= 400
     assert _balance(session, card) == 1000
     assert _state(session, number) is TopUpState.PAYING
+    # Verified and decrypted before it was found stale: the refusal names the order.
+    assert _records(session, number) == ["refused"]
+    assert "StaleNotification" in _last_record(session, number).reason
+    assert _logged(caplog, "wechat_notification_stale", number)
+    assert _logged(caplog, "notification_refused", number)
 
 
 def test_a_notification_for_another_merchant_credits_nothing(

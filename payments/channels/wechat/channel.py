@@ -399,12 +399,25 @@ class WechatChannel(Channel):
                 f"unreadable notification: {error}", channel=self.name
             ) from error
 
+        # Verified and decrypted by now, so a refusal below can name the order:
+        # whoever looks into it next starts from the order, not from the raw body.
+        resource = event.get("resource") if isinstance(event, dict) else None
+        named = resource.get("out_trade_no") if isinstance(resource, dict) else None
+        named = named if isinstance(named, str) else None
         skew = abs(self._now().timestamp() - stamp)
         if skew > self.config.notification_max_skew_seconds:
-            logger.warning("wechat_notification_stale", extra={"skew_seconds": skew})
+            logger.warning(
+                "wechat_notification_stale",
+                extra={
+                    "skew_seconds": skew,
+                    "out_trade_no": named,
+                    "notification_id": event.get("id") if event else None,
+                },
+            )
             raise StaleNotification(
                 f"notification stamped {int(skew)} s away from our clock",
                 channel=self.name,
+                out_trade_no=named,
             )
         if not event or not isinstance(event.get("resource"), dict):
             raise MalformedNotification(
@@ -413,9 +426,10 @@ class WechatChannel(Channel):
             )
         notification_id = str(event.get("id", ""))
         if not notification_id:
-            raise MalformedNotification("notification without id", channel=self.name)
-        resource = event["resource"]
-        out_trade_no = resource.get("out_trade_no")
+            raise MalformedNotification(
+                "notification without id", channel=self.name, out_trade_no=named
+            )
+        resource, out_trade_no = event["resource"], named
         if self._already_accepted(notification_id):
             logger.info(
                 "wechat_notification_duplicate",
