@@ -9,18 +9,23 @@ import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from payments import ledger
 from payments.channel_log import NotificationRecord
 from payments.remote_top_up import resolve_stale_top_ups
 from payments.topups import TopUpState, find_top_up, finish_unpaid
+from sandbox.alipay import signing as alipay_signing
 from sandbox.wechat import protocol
 
 DESKTOP = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def _open_and_pay(live_app, browser, card, amount="50", pay=True) -> str:
@@ -348,3 +353,135 @@ def test_ten_copies_of_one_notification_racing_credit_once(
     assert outcomes.count("accepted") == 1
     assert outcomes.count("duplicate") == 9
     assert ledger.check_ledger(session) == []
+
+
+# -- Alipay: the same refusals through /notify/alipay ---------------------------
+
+
+def _open_alipay(live_app, browser, card, amount="50") -> str:
+    created = browser.post(
+        f"{live_app.url}/api/top-ups",
+        json={
+            "amount": amount,
+            "channel": "alipay",
+            "payer_kind": "precreate",
+            "card": card.number,
+        },
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["out_trade_no"]
+
+
+def _alipay_post(
+    live_app, number: str, *, key=None, **changes: str
+) -> requests.Response:
+    """A paid notification as the sandbox's Alipay sends it (form-encoded, RSA2 over
+    the sorted parameters), with ``changes`` made before signing, signed by
+    Alipay's key unless ``key`` says otherwise."""
+    gateway = live_app.sandbox.gateways["alipay"]
+    now = live_app.sandbox.clock.now()
+    stamp = now.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+    params = {
+        "notify_type": "trade_status_sync",
+        "notify_id": uuid.uuid4().hex,
+        "app_id": gateway.keys.app_id,
+        "auth_app_id": gateway.keys.app_id,
+        "charset": "utf-8",
+        "version": "1.0",
+        "sign_type": "RSA2",
+        "trade_no": "2026" + uuid.uuid4().hex[:24],
+        "out_trade_no": number,
+        "buyer_id": "2088102177846880",
+        "seller_id": gateway.keys.seller_id,
+        "trade_status": "TRADE_SUCCESS",
+        "total_amount": "50.00",
+        "receipt_amount": "50.00",
+        "subject": "校园卡充值",
+        "gmt_create": stamp,
+        "gmt_payment": stamp,
+        "notify_time": stamp,
+    } | changes
+    params["sign"] = alipay_signing.sign(
+        key or gateway._alipay_private, alipay_signing.notification_content(params)
+    )
+    return requests.post(
+        f"{live_app.url}/notify/alipay",
+        data=urlencode(params).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        timeout=10,
+    )
+
+
+def test_a_correctly_signed_alipay_notification_is_accepted(
+    live_app, student_browser, session
+):
+    """The hand-made notification of the refusals below, unchanged: it credits."""
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    number = _open_alipay(live_app, browser, card)
+
+    answer = _alipay_post(live_app, number)
+
+    assert (answer.status_code, answer.text) == (200, "success")
+    assert _balance(session, card) == 6000
+    assert _records(session, number) == ["accepted"]
+
+
+@pytest.mark.parametrize(
+    ("forgery", "refusal"),
+    [
+        pytest.param(
+            {"key": "stranger"}, "BadNotificationSignature", id="forged-signature"
+        ),
+        pytest.param({"app_id": "2021000000000999"}, "NotForUs", id="another-app-id"),
+        pytest.param(
+            {"seller_id": "2088000000000999"}, "NotForUs", id="another-seller-id"
+        ),
+    ],
+)
+def test_an_alipay_notification_we_must_not_trust_credits_nothing(
+    live_app, student_browser, session, caplog, forgery, refusal
+):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    number = _open_alipay(live_app, browser, card)
+    if forgery.get("key") == "stranger":
+        forgery = {
+            "key": rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        }
+    caplog.set_level(logging.INFO)
+
+    answer = _alipay_post(live_app, number, **forgery)
+
+    # Anything but "success" makes Alipay send it again; the real one, if there
+    # is one, then still arrives.
+    assert answer.text != "success"
+    assert _balance(session, card) == 1000
+    assert _state(session, number) is TopUpState.PAYING
+    assert _records(session, number) == ["refused"]
+    assert _last_record(session, number).reason.startswith(refusal)
+    assert _logged(caplog, "notification_refused", number)
+
+
+def test_an_alipay_notification_with_a_different_amount_is_flagged(
+    live_app, student_browser, session, caplog
+):
+    browser = student_browser(DESKTOP)
+    card = student_browser.card
+    number = _open_alipay(live_app, browser, card)
+    caplog.set_level(logging.INFO)
+
+    answer = _alipay_post(
+        live_app, number, total_amount="50.01", receipt_amount="50.01"
+    )
+
+    # Genuine, so acknowledged (Alipay would otherwise resend it for a day), but
+    # not credited: the order waits for finance with the reason.
+    assert (answer.status_code, answer.text) == (200, "success")
+    assert _balance(session, card) == 1000
+    top_up = find_top_up(session, number)
+    assert top_up.state is TopUpState.PAYING
+    assert top_up.needs_review and "5001" in top_up.review_reason
+    assert _records(session, number) == ["flagged"]
+    assert _logged(caplog, "top_up_flagged", number)
