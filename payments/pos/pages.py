@@ -44,7 +44,7 @@ from payments.money import format_yuan, parse_fen
 from payments.pos import refunds, service
 from payments.pos.config import pos_config
 from payments.pos.models import PaymentState, PosPayment, PosRefund, RefundDestination
-from payments.pos.terminal_auth import SignedBy
+from payments.pos.terminal_auth import SignedBy, TerminalDisabled
 from payments.top_up_pages import payer_environment, qr_svg
 from payments.topups import business_day_bounds
 
@@ -256,6 +256,8 @@ def web_pos() -> str:
         try:
             if terminal is None:
                 raise InvalidInput(gettext("Choose a terminal."))
+            if not terminal.enabled or not terminal.merchant.active:
+                raise TerminalDisabled()
             amount = parse_fen(request.form.get("amount", ""))
             order_no = request.form.get("order_no") or secrets.token_hex(8)
             code = request.form.get("code", "").strip()

@@ -3,8 +3,9 @@
 One payment, start to end::
 
     the code picks the channel (``routing``)
-    campus / tap ──► one transaction: record, use the code, check the card and
-                     PIN, debit the wallet to the merchant's payable ──► answer
+    campus / tap ──► the PIN if needed; then one transaction: use the code,
+                     check the card, debit the wallet to the merchant's
+                     payable, record the payment with its outcome ──► answer
     wechat/alipay ─► record ``paying`` and commit ──► pay_with_code
                      ├─ paid ─────────────► settle (clearing → payable)
                      ├─ refused ──────────► failed, with the channel's reason
@@ -57,6 +58,7 @@ from payments.channels.base import (
     TradeState,
 )
 from payments.channels.campus import codes, pin
+from payments.ledger import AccountRef
 from payments.merchants import Merchant, payable_of
 from payments.notifications import notify_url
 from payments.orders import SettleOutcome
@@ -168,7 +170,6 @@ def pay(terminal: SignedBy, request: PayRequest) -> PosPayment:
     config = pos_config()
     now = config.now()
     terminal_id, key_id = terminal.id, terminal.key_id
-    merchant_id, merchant_code = terminal.merchant_id, terminal.merchant_code
 
     # No lookup first: the insert's unique constraints find a repeated order
     # number or key (``_insert_or_existing``), one round trip fewer for the rest.
@@ -176,7 +177,7 @@ def pay(terminal: SignedBy, request: PayRequest) -> PosPayment:
     out_trade_no = new_out_trade_no(now)
     payment = PosPayment(
         out_trade_no=out_trade_no,
-        merchant_id=merchant_id,
+        merchant_id=terminal.merchant_id,
         terminal_id=terminal_id,
         terminal_order_no=request.order_no,
         idempotency_key=request.idempotency_key,
@@ -201,7 +202,7 @@ def pay(terminal: SignedBy, request: PayRequest) -> PosPayment:
         log["code"] = mask_code(request.code)
     logger.info("pos_payment_started", extra=log)
     if channel == "campus":
-        return _pay_from_wallet(payment, request, merchant_code, key_id, now)
+        return _pay_from_wallet(payment, request, terminal.payable, key_id, now)
     return _pay_through_channel(payment, request, now)
 
 
@@ -255,7 +256,7 @@ def _card_id_for(session: Session, request: PayRequest, now: dt.datetime) -> int
 def _pay_from_wallet(
     payment: PosPayment,
     request: PayRequest,
-    merchant_code: str,
+    payable: AccountRef,
     key_id: str,
     now: dt.datetime,
 ) -> PosPayment:
@@ -277,52 +278,18 @@ def _pay_from_wallet(
     out_trade_no = payment.out_trade_no
     try:
         with writing() as session:
-            # The payment row first: a second request with the same order number
-            # waits here for this transaction and then fails on the constraint.
-            session.add(payment)
-            session.flush()
             try:
-                with session.begin_nested():
-                    if request.code:
-                        card_id = codes.redeem(
-                            session, request.code, now=now, out_trade_no=out_trade_no
-                        )
-                        number = session.scalar(
-                            select(Card.number).where(Card.id == card_id)
-                        )
-                    else:
-                        number = request.card_number
-                    assert number is not None
-                    posted = pay_from_wallet(
-                        session,
-                        number,
-                        payable_of(session, merchant_code),
-                        request.amount_fen,
-                        idempotency_ref=f"pos:{out_trade_no}",
-                        order_ref=out_trade_no,
-                        memo=f"campus {mask_code(number)}",
-                        created_by=f"terminal:{key_id}",
-                    )
+                _debit_wallet(session, payment, request, payable, key_id, now)
             except CampusError as refusal:
                 payment.state = PaymentState.FAILED
                 payment.failure_code = refusal.code
                 payment.failure_message = str(refusal.detail)[:255]
                 payment.finished_at = now
-                logger.info(
-                    "pos_payment_refused",
-                    extra={"out_trade_no": out_trade_no, "code": refusal.code},
-                )
-            else:
-                payment.state = PaymentState.SUCCEEDED
-                payment.entry_id = posted.entry_id
-                payment.paid_at = payment.finished_at = now
-                # Set in the same UPDATE as the state, without a round trip.
-                payment.card_id = (
-                    select(Card.id).where(Card.number == number).scalar_subquery()
-                )
-                logger.info(
-                    "pos_payment_succeeded", extra={"out_trade_no": out_trade_no}
-                )
+            # The payment is inserted once, with its outcome, after the debit: a
+            # second request with the same order number waits on the unique
+            # index for this transaction, then fails on it, and its own debit
+            # is rolled back with it (``IntegrityError`` below).
+            session.add(payment)
             session.flush()
             # Detached before the commit, the answer needs no reload afterwards.
             session.expunge(payment)
@@ -331,7 +298,67 @@ def _pay_from_wallet(
         existing = _existing(db.session(), payment.terminal_id or 0, request)
         assert existing is not None
         return existing
+    if payment.state is PaymentState.SUCCEEDED:
+        logger.info("pos_payment_succeeded", extra={"out_trade_no": out_trade_no})
+    else:
+        logger.info(
+            "pos_payment_refused",
+            extra={"out_trade_no": out_trade_no, "code": payment.failure_code},
+        )
     return payment
+
+
+def _debit_wallet(
+    session: Session,
+    payment: PosPayment,
+    request: PayRequest,
+    payable: AccountRef,
+    key_id: str,
+    now: dt.datetime,
+) -> None:
+    """Pay ``payment`` from the wallet of the tapped card or the code's card and
+    mark it succeeded; raise ``CampusError`` having changed nothing."""
+    out_trade_no = payment.out_trade_no
+    card_id: Any
+    if request.code:
+        # A savepoint: a code used and then refused by the wallet is not used.
+        with session.begin_nested():
+            card_id = codes.redeem(
+                session, request.code, now=now, out_trade_no=out_trade_no
+            )
+            number = session.scalar(select(Card.number).where(Card.id == card_id))
+            assert number is not None
+            posted = _wallet_pays(session, number, payment, payable, key_id)
+    else:
+        # No savepoint: the card checks come before any write, and
+        # ``pay_from_wallet`` posts nothing when it raises.
+        number = request.card_number or ""
+        posted = _wallet_pays(session, number, payment, payable, key_id)
+        # Set in the payment's INSERT, without a round trip.
+        card_id = select(Card.id).where(Card.number == number).scalar_subquery()
+    payment.state = PaymentState.SUCCEEDED
+    payment.entry_id = posted.entry_id
+    payment.paid_at = payment.finished_at = now
+    payment.card_id = card_id
+
+
+def _wallet_pays(
+    session: Session,
+    number: str,
+    payment: PosPayment,
+    payable: AccountRef,
+    key_id: str,
+) -> ledger.Posted:
+    return pay_from_wallet(
+        session,
+        number,
+        payable,
+        payment.amount_fen,
+        idempotency_ref=f"pos:{payment.out_trade_no}",
+        order_ref=payment.out_trade_no,
+        memo=f"campus {mask_code(number)}",
+        created_by=f"terminal:{key_id}",
+    )
 
 
 def _pay_through_channel(

@@ -83,6 +83,32 @@ def test_the_web_pos_charges_a_card(
     assert card.wallet.balance_fen == 750
 
 
+def test_the_web_pos_refuses_a_disabled_terminal(
+    client, sign_in_operator, terminal, make_card, session
+):
+    card = make_card(balance_fen=1000)
+    session.execute(
+        update(Terminal).where(Terminal.key_id == terminal.key_id).values(enabled=False)
+    )
+    session.commit()
+    sign_in_operator(Role.CASHIER)
+
+    page = client.post(
+        "/pos",
+        data={
+            "terminal": terminal.key_id,
+            "amount": "2.50",
+            "code": card.number,
+            "tap": "1",
+        },
+    )
+
+    assert 'role="alert"' in page.text
+    assert "data-state" not in page.text
+    session.rollback()
+    assert card.wallet.balance_fen == 1000
+
+
 def test_the_operator_day_page_lists_and_refunds(
     client, sign_in_operator, terminal, make_card, merchant, session
 ):

@@ -117,6 +117,64 @@ def test_a_tapped_card_pays(session, terminal, make_card):
     assert card.wallet.balance_fen == 1700
 
 
+def test_a_tapped_payment_records_the_card_and_its_entry(session, terminal, make_card):
+    card = make_card(balance_fen=2000)
+
+    _, answer = terminal.pay(300, card_number=card.number)
+
+    session.rollback()
+    payment = session.query(PosPayment).one()
+    assert payment.card_id == card.id
+    reference = f"pos:{payment.out_trade_no}"
+    assert payment.entry_id == ledger.find_entry_id(session, reference)
+
+
+def test_a_code_the_wallet_refused_is_not_used_up(app, session, terminal, make_card):
+    card = make_card(balance_fen=100)
+    code = _code_for(app, session, card)
+
+    refused = terminal.pay(300, code=code)[1]
+    ledger.transfer(
+        session,
+        kind=ledger.EntryKind.OPENING,
+        idempotency_ref=f"more:{card.number}",
+        source=ledger.suspense_account(session),
+        destination=card.wallet,
+        amount_fen=500,
+    )
+    session.commit()
+    paid = terminal.pay(300, code=code)[1]
+
+    assert (refused["state"], refused["failure_code"]) == (
+        "failed",
+        "insufficient_funds",
+    )
+    assert paid["state"] == "succeeded"
+    session.rollback()
+    assert card.wallet.balance_fen == 300
+
+
+def test_an_order_sent_again_to_an_emptied_wallet_is_the_first_payment(
+    session, terminal, make_card
+):
+    # The repeat debits nothing: its own attempt fails and is rolled back, and
+    # the answer is the first payment, still succeeded.
+    card = make_card(balance_fen=300)
+    order_no = new_order_no()
+
+    first = terminal.pay(300, order_no, card_number=card.number)[1]
+    again = terminal.pay(300, order_no, card_number=card.number)[1]
+
+    assert (again["out_trade_no"], again["state"]) == (
+        first["out_trade_no"],
+        "succeeded",
+    )
+    session.rollback()
+    assert session.query(PosPayment).count() == 1
+    assert card.wallet.balance_fen == 0
+    assert ledger.check_ledger(session) == []
+
+
 def test_the_wallet_never_goes_negative(session, terminal, make_card):
     card = make_card(balance_fen=200)
 
