@@ -157,26 +157,50 @@ def requires_role(*roles: Role) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def checked(*args: Any, **kwargs: Any) -> Any:
-            operator = current_operator()
-            if operator is None:
-                raise AuthenticationRequired()
-            if not operator.has_role(*roles):
-                logger.warning(
-                    "role_refused",
-                    extra={
-                        "operator": operator.username,
-                        "needed": ",".join(roles),
-                        "path": request.path,
-                    },
-                )
-                raise Forbidden(
-                    gettext("This needs the role: %(roles)s", roles=", ".join(roles))
-                )
+            _check_roles(roles)
             return view(*args, **kwargs)
 
+        # Read by the before-request check below: apiflask's input decorators wrap
+        # this one and would otherwise validate a stranger's request first.
+        checked.required_roles = roles  # type: ignore[attr-defined]
         return checked  # type: ignore[return-value]
 
     return decorate
+
+
+def _check_roles(roles: tuple[Role, ...]) -> None:
+    if g.get("roles_checked") == roles:
+        return
+    operator = current_operator()
+    if operator is None:
+        raise AuthenticationRequired()
+    if not operator.has_role(*roles):
+        logger.warning(
+            "role_refused",
+            extra={
+                "operator": operator.username,
+                "needed": ",".join(roles),
+                "path": request.path,
+            },
+        )
+        raise Forbidden(
+            gettext("This needs the role: %(roles)s", roles=", ".join(roles))
+        )
+    g.roles_checked = roles
+
+
+def _required_roles(view: Callable[..., Any] | None) -> tuple[Role, ...] | None:
+    """The roles ``requires_role`` asks of ``view`` or of a function it wraps."""
+    seen: set[int] = set()
+    while view is not None and id(view) not in seen:
+        seen.add(id(view))
+        roles = (
+            view.__dict__.get("required_roles") if hasattr(view, "__dict__") else None
+        )
+        if roles is not None:
+            return roles  # type: ignore[no-any-return]
+        view = getattr(view, "__wrapped__", None)
+    return None
 
 
 def requires_student(view: F) -> F:
@@ -348,3 +372,12 @@ def init_app(app: Flask) -> None:
         # with an enclosing one (the CLI, tests), so start each request afresh.
         g.pop("operator", None)
         g.pop("student", None)
+        g.pop("roles_checked", None)
+
+    @app.before_request
+    def _roles_before_input() -> None:
+        # Who may call comes before what they sent: a stranger gets 401/403, never
+        # the schema's field errors of an endpoint they may not use.
+        roles = _required_roles(app.view_functions.get(request.endpoint or ""))
+        if roles is not None:
+            _check_roles(roles)
