@@ -8,6 +8,7 @@ says. Parsing never goes through ``float``.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from flask_babel import lazy_gettext
 
@@ -16,7 +17,7 @@ from campus.errors import InvalidAmount
 # A single payment or top-up above a million yuan is a typo or an attack.
 ABSURD_FEN = 100_000_000
 
-_YUAN = re.compile(r"(?P<whole>\d+)(?:\.(?P<fraction>\d*))?")
+_YUAN = re.compile(r"(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]*))?")
 
 
 def parse_fen(
@@ -31,7 +32,9 @@ def parse_fen(
         raise InvalidAmount(lazy_gettext("An amount must be a number."))
     if isinstance(text, int):
         return check_fen(text, allow_zero=allow_zero, maximum=maximum)
-    cleaned = text.strip().lstrip("¥￥").strip()
+    # NFKC folds what a Chinese input method types in full width (１２．５０) into
+    # ASCII; other scripts' digits (٥٠) stay and are refused by [0-9].
+    cleaned = unicodedata.normalize("NFKC", text).strip().lstrip("¥").strip()
     if cleaned.startswith("-"):
         raise InvalidAmount(lazy_gettext("An amount cannot be negative."))
     match = _YUAN.fullmatch(cleaned)

@@ -17,6 +17,9 @@ from payments.money import format_yuan, parse_fen
         ("0.01", 1),
         ("12.", 1200),
         ("1000000", 100_000_000),
+        # Full width, as a Chinese input method types it.
+        ("１２．５０", 1250),
+        ("￥１２", 1200),
         (1250, 1250),
     ],
 )
@@ -42,6 +45,9 @@ def test_parses_yuan_exactly(app, text, fen):
         ".5",
         "NaN",
         "12.5.0",
+        "٥٠",  # Arabic-Indic digits: \d matches them, an amount does not
+        "१२",  # Devanagari
+        "－1",  # a full-width minus is still a minus
         True,
     ],
 )
