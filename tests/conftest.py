@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from alembic import command as alembic_command
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from campus import create_app
@@ -32,6 +34,8 @@ from campus.settings import Settings
 from payments import ledger
 from payments.cards import Card, open_card
 from payments.merchants import Merchant, MerchantKind, open_merchant
+
+logger = logging.getLogger(__name__)
 
 POSTGRES_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = POSTGRES_URL.startswith("postgresql")
@@ -141,14 +145,33 @@ def _ledger_problems(engine: Engine, item: pytest.Item) -> list[ledger.LedgerPro
 
 def empty_tables(engine: Engine) -> None:
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(
-                text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-            )
-        else:
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as connection:
             for table in tables:
                 connection.execute(text(f"DELETE FROM {table}"))
+        return
+    truncate = text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("SET LOCAL lock_timeout = '20s'"))
+            connection.execute(truncate)
+    except OperationalError:
+        # A test that failed half way can leave a connection in a transaction,
+        # kept alive by its traceback; TRUNCATE would wait on it for ever and hang
+        # the whole run. End such connections of this worker's database, once.
+        with engine.begin() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state LIKE 'idle in transaction%'"
+                )
+            ).all()
+        with engine.begin() as connection:
+            connection.execute(truncate)
+        logger.warning(
+            "test_tables_emptied_after_ending_connections", extra={"ended": len(ended)}
+        )
 
 
 @pytest.fixture
