@@ -141,9 +141,23 @@ def serve(host: str, port: int, threads: int) -> None:
         click.echo(
             "  工作人员 / staff: /operator/sign-in  (demo: admin / admin-demo-pass)"
         )
+        click.echo(
+            "  校园卡与充值 / card and top-up: /card  付款码 / pay code: /card/pay-code"
+        )
+        click.echo("  我的成绩单 / my transcripts: /me/transcripts")
+        click.echo(
+            "  成绩单核验（无需登录）/ verify a transcript (no account): /verify"
+        )
+        click.echo(
+            "  收银 / web POS: /pos   对账 / reconciliation: /reconciliation   "
+            "教务 / registrar: /registrar/transcripts"
+        )
         click.echo("  API 文档 / API docs: /docs")
         if sandbox is not None:
-            click.echo("  支付沙箱 / payment sandbox: /sandbox/")
+            click.echo(
+                "  支付沙箱 / payment sandbox: /sandbox/  (演示付款人 / demo payer: "
+                "/sandbox/payer/demo-1)"
+            )
         click.echo("")
     waitress.serve(app, host=host, port=port, threads=threads, ident="campus-card")
 

@@ -61,3 +61,5 @@ def configure(level: str = "INFO", json_lines: bool = False) -> None:
     handler._campus = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # APScheduler says at INFO every time any job runs; our jobs log what they did.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
