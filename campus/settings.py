@@ -105,6 +105,12 @@ class Settings:
     only: with several, each counts on its own and a limit multiplies.
     Production requires it to be set to a shared store."""
 
+    proxy_hops: int = 0
+    """How many reverse proxies in front of the service set ``X-Forwarded-For``,
+    ``-Proto`` and ``-Host`` (1 behind one nginx). Zero trusts none of them. Behind
+    a proxy it must be set: the per-client rate limits and the logs would otherwise
+    see every visitor as the proxy."""
+
     @property
     def production(self) -> bool:
         return self.mode == "production"
@@ -182,6 +188,8 @@ class Settings:
                     f"{PREFIX}RECONCILE_FEE_RATE_{channel.upper()} is in hundredths "
                     "of a percent, from 0 to 10000"
                 )
+        if self.proxy_hops < 0:
+            raise SettingsError(f"{PREFIX}PROXY_HOPS must be 0 or more")
         if self.log_format not in {"", "text", "json"}:
             raise SettingsError(f"{PREFIX}LOG_FORMAT must be 'text' or 'json'")
         try:
@@ -199,6 +207,15 @@ class Settings:
             refusals.append(f"{PREFIX}CHANNELS is 'sandbox'")
         if self.dev_signin:
             refusals.append(f"{PREFIX}DEV_SIGNIN is on")
+        if not self.cas_server_url:
+            refusals.append(
+                f"{PREFIX}CAS_SERVER_URL is not set (students could not sign in)"
+            )
+        if not self.base_url.startswith("https://"):
+            refusals.append(
+                f"{PREFIX}BASE_URL is not an https address (the channels' "
+                "notifications and return URLs need the public one)"
+            )
         if self.rate_limit_storage_uri.startswith("memory"):
             refusals.append(
                 f"{PREFIX}RATE_LIMIT_STORAGE is the memory of one process (set a "

@@ -11,6 +11,8 @@ PRODUCTION_READY = {
     "CAMPUS_CHANNELS": "live",
     "CAMPUS_DEV_SIGNIN": "off",
     "CAMPUS_RATE_LIMIT_STORAGE": "redis://redis.example:6379/1",
+    "CAMPUS_CAS_SERVER_URL": "https://cas.example.edu.cn/cas/",
+    "CAMPUS_BASE_URL": "https://card.example.edu.cn",
 }
 
 
@@ -50,6 +52,8 @@ def test_production_with_every_setting_starts():
         ("CAMPUS_CHANNELS", "CAMPUS_CHANNELS is 'sandbox'"),
         ("CAMPUS_DEV_SIGNIN", "CAMPUS_DEV_SIGNIN is on"),
         ("CAMPUS_RATE_LIMIT_STORAGE", "CAMPUS_RATE_LIMIT_STORAGE is the memory"),
+        ("CAMPUS_CAS_SERVER_URL", "CAMPUS_CAS_SERVER_URL is not set"),
+        ("CAMPUS_BASE_URL", "CAMPUS_BASE_URL is not an https address"),
     ],
 )
 def test_production_refuses_each_development_default_by_name(missing, named):
@@ -73,3 +77,9 @@ def test_production_refuses_each_development_default_by_name(missing, named):
 def test_impossible_values_are_refused(environ):
     with pytest.raises(SettingsError):
         Settings.from_environ(environ)
+
+
+def test_a_forwarded_address_is_not_trusted_by_default():
+    assert Settings.from_environ({}).proxy_hops == 0
+    with pytest.raises(SettingsError, match="PROXY_HOPS"):
+        Settings.from_environ({"CAMPUS_PROXY_HOPS": "-1"})
