@@ -563,25 +563,17 @@ def _recount(
     counts: Counter[str] = Counter()
     if matched:
         counts[FindingKind.MATCHED.value] = matched
+    held = Discrepancy.hold_until.is_not(None)
     rows = session.execute(
-        select(
-            Discrepancy.kind,
-            Discrepancy.status == DiscrepancyStatus.REPAIRED,
-            Discrepancy.hold_until.is_not(None),
-            func.count(),
-        )
+        select(Discrepancy.kind, Discrepancy.status, held, func.count())
         .where(Discrepancy.channel == channel, Discrepancy.day == day)
-        .group_by(
-            Discrepancy.kind,
-            Discrepancy.status == DiscrepancyStatus.REPAIRED,
-            Discrepancy.hold_until.is_not(None),
-        )
+        .group_by(Discrepancy.kind, Discrepancy.status, held)
     )
-    for kind, repaired, held, number in rows:
+    for kind, status, was_held, number in rows:
         counts[kind] += number
-        if repaired:
+        if status is DiscrepancyStatus.REPAIRED:
             counts["repaired"] += number
-        if held:
+        if was_held:
             counts["held"] += number
     late = session.scalar(
         select(func.count()).where(
