@@ -272,13 +272,13 @@ def change_status(
 def require_active(card: Card | LockedCard) -> None:
     if card.status is not CardStatus.ACTIVE:
         raise CardNotActive(
-            lazy_gettext("This card is %(status)s.", status=_status_label(card.status)),
+            lazy_gettext("This card is %(status)s.", status=status_label(card.status)),
             card=card.number,
             card_status=card.status.value,
         )
 
 
-def _status_label(status: CardStatus) -> str:
+def status_label(status: CardStatus) -> str:
     labels = {
         CardStatus.ACTIVE: lazy_gettext("active"),
         CardStatus.FROZEN: lazy_gettext("frozen"),

@@ -336,7 +336,7 @@ class CheckTimedOut(CampusError):
             lazy_gettext(
                 "Checking this file took longer than %(seconds)s seconds and was "
                 "stopped. A transcript the university issued takes far less.",
-                seconds=f"{seconds:g}",
+                seconds=format(seconds, "g"),
             )
         )
 

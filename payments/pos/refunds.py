@@ -37,7 +37,7 @@ from campus.errors import (
     NotFound,
 )
 from payments import ledger
-from payments.cards import Card, CardStatus, lock_card_for_payment
+from payments.cards import Card, CardStatus, lock_card_for_payment, status_label
 from payments.channel_log import recorded_call
 from payments.channels import channel_for
 from payments.channels.base import (
@@ -196,7 +196,7 @@ def _require_active_card(session: Session, card_id: int) -> None:
             lazy_gettext(
                 "Card %(number)s is %(status)s: refund to an active card instead.",
                 number=number,
-                status=status.value,
+                status=status_label(status),
             ),
             card=number,
             card_status=status.value,
