@@ -281,10 +281,9 @@ def post_entry(
     for different postings. The caller commits.
     """
     _check_balanced(postings)
-    existing = _find_entry(session, idempotency_ref)
-    if existing is not None:
-        return _replayed(session, existing, postings)
-
+    # No look-up first: a reference already posted fails the entry's unique
+    # index (at once, or once its poster commits) and is found below. Nearly
+    # every entry is new, so this saves the hot path a round trip.
     deltas: dict[int, int] = defaultdict(int)
     accounts = {}
     for account, amount in postings:

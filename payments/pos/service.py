@@ -202,8 +202,8 @@ def pay(terminal: SignedBy, request: PayRequest) -> PosPayment:
         log["code"] = mask_code(request.code)
     logger.info("pos_payment_started", extra=log)
     if channel == "campus":
-        return _pay_from_wallet(payment, request, terminal.payable, key_id, now)
-    return _pay_through_channel(payment, request, now)
+        return _pay_from_wallet(payment, request, terminal, now)
+    return _pay_through_channel(payment, request, terminal, now)
 
 
 def _existing(
@@ -229,13 +229,21 @@ def _existing(
     return found[0]
 
 
-def _insert_or_existing(payment: PosPayment, request: PayRequest) -> PosPayment | None:
-    """Commit a new ``paying`` payment; ``None`` when it is ours, else the one a
-    concurrent request with the same order number or key inserted first."""
+def _insert_or_existing(
+    payment: PosPayment, request: PayRequest, terminal: SignedBy | None = None
+) -> PosPayment | None:
+    """Commit a new ``paying`` payment, with the terminal's nonce; ``None`` when
+    it is ours, else the one a concurrent request with the same order number or
+    key inserted first."""
     try:
         with writing() as session:
+            if terminal is not None:
+                terminal.remember_nonce(session)
             session.add(payment)
     except IntegrityError:
+        # Our nonce went with the rollback: a replay of this request is refused.
+        if terminal is not None:
+            terminal.remember_nonce_now()
         existing = _existing(db.session(), payment.terminal_id or 0, request)
         assert existing is not None
         return existing
@@ -256,15 +264,17 @@ def _card_id_for(session: Session, request: PayRequest, now: dt.datetime) -> int
 def _pay_from_wallet(
     payment: PosPayment,
     request: PayRequest,
-    payable: AccountRef,
-    key_id: str,
+    terminal: SignedBy,
     now: dt.datetime,
 ) -> PosPayment:
     config = pos_config()
+    payable, key_id = terminal.payable, terminal.key_id
     if request.amount_fen > config.pin_above_fen:
         # Checked before anything is recorded or the code used, so that the
         # terminal can ask for the PIN and send the same order again. The count
-        # of wrong tries is committed even when the check raises.
+        # of wrong tries is committed even when the check raises, so the nonce
+        # is remembered first: a replayed wrong PIN is not counted twice.
+        terminal.remember_nonce_now()
         session = db.session()
         existing = _existing(session, payment.terminal_id or 0, request)
         if existing is not None:
@@ -278,6 +288,9 @@ def _pay_from_wallet(
     out_trade_no = payment.out_trade_no
     try:
         with writing() as session:
+            # The nonce in the payment's transaction: a replay waits here for
+            # this one to commit, then is refused (``SignatureRefused``).
+            terminal.remember_nonce(session)
             try:
                 _debit_wallet(session, payment, request, payable, key_id, now)
             except CampusError as refusal:
@@ -295,6 +308,8 @@ def _pay_from_wallet(
             session.expunge(payment)
     except IntegrityError:
         db.session.rollback()
+        # Our nonce went with the rollback: a replay of this request is refused.
+        terminal.remember_nonce_now()
         existing = _existing(db.session(), payment.terminal_id or 0, request)
         assert existing is not None
         return existing
@@ -362,7 +377,7 @@ def _wallet_pays(
 
 
 def _pay_through_channel(
-    payment: PosPayment, request: PayRequest, now: dt.datetime
+    payment: PosPayment, request: PayRequest, terminal: SignedBy, now: dt.datetime
 ) -> PosPayment:
     channel_name = payment.channel or ""
     out_trade_no = payment.out_trade_no
@@ -370,7 +385,7 @@ def _pay_through_channel(
     # The live request owns the payment until a minute past its deadline; the
     # stale-payment job takes it only after that (the request's process died).
     payment.claimed_until = deadline + dt.timedelta(seconds=60)
-    existing = _insert_or_existing(payment, request)
+    existing = _insert_or_existing(payment, request, terminal)
     if existing is not None:
         return existing
 

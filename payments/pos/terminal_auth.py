@@ -20,6 +20,17 @@ payment job. A disabled terminal, or one of an inactive merchant, is refused.
 
 The signature is checked before the nonce is remembered, so that nobody can burn
 a terminal's nonces without its key; the comparison is in constant time.
+
+What checking a signature needs of a terminal (its id, secret, merchant and the
+merchant's payable account) is kept per process for ``SIGNER_CACHE_SECONDS`` (60):
+those never change in this service, and a signature that fails against a kept
+secret is checked again against the database's, so a secret changed by hand is
+accepted at once and the old one for at most that long. Whether the terminal and
+its merchant are enabled is never kept: the nonce is inserted only if they are, in
+the statement that remembers it, so a disabled terminal is refused on its very
+next request. ``POST /api/terminal/payments`` remembers its nonce in the payment's
+own transaction (``PendingNonce``): a replay waits on the nonce's primary key for
+the first request to commit, and is then refused.
 """
 
 from __future__ import annotations
@@ -35,12 +46,13 @@ import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from flask import request
+from flask import current_app, request
 from flask_babel import lazy_gettext
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from campus.database import db
+from campus.database import UTCDateTime, db
 from campus.errors import AuthenticationRequired, Forbidden
 from payments.ledger import Account, AccountRef
 from payments.merchants import Merchant, Terminal
@@ -56,6 +68,75 @@ SIGNATURE_HEADER = "X-Signature"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
+SIGNER_CACHE_SECONDS = 60
+"""How long a process keeps a terminal's secret, merchant and payable account."""
+
+
+class PendingNonce:
+    """A verified request's nonce, not yet remembered: the endpoint remembers it
+    in its first writing transaction (``remember``), or on its own
+    (``remember_now``) before anything else it does could have an effect."""
+
+    __slots__ = ("done", "expires_at", "key_id", "nonce", "path", "terminal_id")
+
+    def __init__(
+        self,
+        terminal_id: int,
+        key_id: str,
+        nonce: str,
+        expires_at: dt.datetime,
+        path: str,
+    ) -> None:
+        self.terminal_id = terminal_id
+        self.key_id = key_id
+        self.nonce = nonce
+        self.expires_at = expires_at
+        self.path = path
+        self.done = False
+
+    def remember(self, session: Session) -> None:
+        """Insert the nonce in the session's transaction, refusing a disabled
+        terminal. A reused nonce raises ``SignatureRefused``; the transaction
+        can then only be rolled back (the caller's ``db.transaction`` does)."""
+        if self.done:
+            return
+        log = {"terminal": self.key_id[:32], "path": self.path}
+        try:
+            inserted = (
+                session.connection()
+                .execute(
+                    _REMEMBER,
+                    {
+                        "terminal_id": self.terminal_id,
+                        "nonce": self.nonce,
+                        "expires_at": self.expires_at,
+                    },
+                )
+                .first()
+            )
+        except IntegrityError:
+            logger.warning("terminal_nonce_reused", extra=log)
+            raise SignatureRefused(
+                lazy_gettext("This request was already received (nonce reused)."),
+                reason="nonce",
+            ) from None
+        if inserted is None:
+            logger.warning("terminal_disabled", extra=log)
+            raise TerminalDisabled()
+        self.done = True
+
+    def remember_now(self) -> None:
+        """Remember the nonce in a transaction of its own, committed at once."""
+        if self.done:
+            return
+        # End any read the request left open first: on SQLite a snapshot older
+        # than another connection's commit cannot become a write. A commit, not a
+        # rollback: see ``_signer``.
+        db.session.commit()
+        with db.transaction() as session:
+            self.remember(session)
+
+
 class SignedBy(NamedTuple):
     """The terminal a request was verified for: what the payment path needs of
     it, read once, before the nonce's commit expires the ORM objects."""
@@ -67,6 +148,17 @@ class SignedBy(NamedTuple):
     payable: AccountRef
     """The merchant's payable account, loaded with the terminal (joined), so that
     a wallet payment does not look it up again."""
+    nonce: PendingNonce | None = None
+    """Set while the request's nonce is still to be remembered (see ``verify``);
+    ``None`` for the web POS, whose cashier signs in instead."""
+
+    def remember_nonce(self, session: Session) -> None:
+        if self.nonce is not None:
+            self.nonce.remember(session)
+
+    def remember_nonce_now(self) -> None:
+        if self.nonce is not None:
+            self.nonce.remember_now()
 
     @classmethod
     def of(cls, terminal: Terminal) -> SignedBy:
@@ -128,28 +220,102 @@ def sign(
 _TERMINALS = Terminal.__table__
 _MERCHANTS = Merchant.__table__
 _ACCOUNTS = Account.__table__
+_NONCES = TerminalNonce.__table__
 # One Core query for what verifying and paying need: no ORM objects are loaded on
-# a path every terminal request takes.
-_SIGNER = select(
-    _TERMINALS.c.id,
-    _TERMINALS.c.secret,
-    _TERMINALS.c.enabled,
-    _TERMINALS.c.merchant_id,
-    _MERCHANTS.c.code,
-    _MERCHANTS.c.active,
-    _ACCOUNTS.c.id,
-    _ACCOUNTS.c.code,
-    _ACCOUNTS.c.allow_negative,
-).select_from(
-    _TERMINALS.join(_MERCHANTS, _TERMINALS.c.merchant_id == _MERCHANTS.c.id).join(
-        _ACCOUNTS, _MERCHANTS.c.payable_account_id == _ACCOUNTS.c.id
+# a path every terminal request takes. Enabled flags are not read here: see
+# ``_REMEMBER``.
+_SIGNER = (
+    select(
+        _TERMINALS.c.id,
+        _TERMINALS.c.secret,
+        _TERMINALS.c.merchant_id,
+        _MERCHANTS.c.code,
+        _ACCOUNTS.c.id,
+        _ACCOUNTS.c.code,
+        _ACCOUNTS.c.allow_negative,
     )
+    .select_from(
+        _TERMINALS.join(_MERCHANTS, _TERMINALS.c.merchant_id == _MERCHANTS.c.id).join(
+            _ACCOUNTS, _MERCHANTS.c.payable_account_id == _ACCOUNTS.c.id
+        )
+    )
+    .where(_TERMINALS.c.key_id == bindparam("key_id"))
+)
+# The nonce is inserted only while the terminal and its merchant are enabled: one
+# statement both refuses a disabled terminal (no row) and a reused nonce (the
+# primary key), read in the transaction that pays, never from a cache.
+_REMEMBER = (
+    insert(_NONCES)
+    .from_select(
+        ["terminal_id", "nonce", "expires_at"],
+        select(
+            _TERMINALS.c.id,
+            bindparam("nonce", type_=_NONCES.c.nonce.type),
+            bindparam("expires_at", type_=UTCDateTime()),
+        )
+        .select_from(
+            _TERMINALS.join(_MERCHANTS, _TERMINALS.c.merchant_id == _MERCHANTS.c.id)
+        )
+        .where(
+            _TERMINALS.c.id == bindparam("terminal_id"),
+            _TERMINALS.c.enabled.is_(True),
+            _MERCHANTS.c.active.is_(True),
+        ),
+    )
+    .returning(_NONCES.c.terminal_id)
 )
 
 
-def verify(headers: Mapping[str, str], method: str, path: str, body: bytes) -> SignedBy:
+class _Signer(NamedTuple):
+    terminal_id: int
+    secret: str
+    merchant_id: int
+    merchant_code: str
+    payable: AccountRef
+    read_at: float
+
+
+def _signer(key_id: str, *, fresh: bool = False) -> _Signer | None:
+    """The terminal's secret and ids, kept per app and process for
+    ``SIGNER_CACHE_SECONDS``; read again when ``fresh`` or older."""
+    kept: dict[str, _Signer] = current_app.extensions.setdefault(
+        "payments.pos.signers", {}
+    )
+    now = time.monotonic()
+    signer = kept.get(key_id)
+    if signer is not None and not fresh and now - signer.read_at < SIGNER_CACHE_SECONDS:
+        return signer
+    session = db.session()
+    row = session.connection().execute(_SIGNER, {"key_id": key_id}).first()
+    # Commit, not roll back, the read: on PostgreSQL a rollback makes psycopg
+    # drop every statement it prepared on the connection (DEALLOCATE ALL), one
+    # round trip more and every later statement parsed and planned afresh.
+    session.commit()
+    if row is None:
+        kept.pop(key_id, None)
+        return None
+    signer = _Signer(row[0], row[1], row[2], row[3], AccountRef(*row[4:]), now)
+    kept[key_id] = signer
+    return signer
+
+
+def _signature_matches(secret: str, message: bytes, presented: bytes) -> bool:
+    expected = hmac.new(secret.encode(), message, "sha256").digest()
+    return hmac.compare_digest(expected, presented)
+
+
+def verify(
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    defer_nonce: bool = False,
+) -> SignedBy:
     """The terminal that signed this request, or ``SignatureRefused`` /
-    ``TerminalDisabled``. Remembers the nonce (committed at once)."""
+    ``TerminalDisabled``. Remembers the nonce (committed at once), unless
+    ``defer_nonce``: then the caller must remember it (``SignedBy.nonce``) before
+    the request can have any effect."""
     key_id = headers.get(KEY_HEADER, "")
     stamp = headers.get(TIMESTAMP_HEADER, "")
     nonce = headers.get(NONCE_HEADER, "")
@@ -161,26 +327,24 @@ def verify(headers: Mapping[str, str], method: str, path: str, body: bytes) -> S
             lazy_gettext("The request is not signed."), reason="unsigned"
         )
 
-    session = db.session()
-    row = (
-        session.connection()
-        .execute(_SIGNER.where(_TERMINALS.c.key_id == key_id))
-        .first()
-    )
-    if row is None:
+    started = time.monotonic()
+    signer = _signer(key_id)
+    if signer is None:
         logger.warning("terminal_unknown", extra=log)
         raise SignatureRefused(lazy_gettext("Unknown terminal key."), reason="key")
-    terminal_id, secret, enabled, merchant_id, merchant_code, active = row[:6]
-    expected = hmac.new(
-        secret.encode(),
-        string_to_sign(method, path, stamp, nonce, body),
-        "sha256",
-    ).digest()
+    message = string_to_sign(method, path, stamp, nonce, body)
     try:
         presented = base64.b64decode(given, validate=True)
     except ValueError:
         presented = b""
-    if not hmac.compare_digest(expected, presented):
+    matches = _signature_matches(signer.secret, message, presented)
+    if not matches and signer.read_at < started:
+        # The kept secret may be older than the database's: ask once more.
+        signer = _signer(key_id, fresh=True)
+        matches = signer is not None and _signature_matches(
+            signer.secret, message, presented
+        )
+    if not matches or signer is None:
         logger.warning("terminal_signature_bad", extra=log)
         raise SignatureRefused(
             lazy_gettext("The signature does not match."), reason="signature"
@@ -196,41 +360,32 @@ def verify(headers: Mapping[str, str], method: str, path: str, body: bytes) -> S
             lazy_gettext("The request's timestamp is too old or in the future."),
             reason="stale",
         )
-    if not enabled or not active:
-        logger.warning("terminal_disabled", extra=log)
-        raise TerminalDisabled()
-    signed_by = SignedBy(
-        terminal_id, key_id, merchant_id, merchant_code, AccountRef(*row[6:])
+    pending = PendingNonce(
+        signer.terminal_id, key_id, nonce, signed_at + 2 * window, path
     )
-    # Commit, not roll back, the read: on PostgreSQL a rollback makes psycopg
-    # drop every statement it prepared on the connection (DEALLOCATE ALL), one
-    # round trip more and every later statement parsed and planned afresh.
-    session.commit()
-    try:
-        with db.transaction() as writer:
-            writer.execute(
-                insert(TerminalNonce).values(
-                    terminal_id=terminal_id,
-                    nonce=nonce,
-                    expires_at=signed_at + 2 * window,
-                )
-            )
-    except IntegrityError:
-        logger.warning("terminal_nonce_reused", extra=log)
-        raise SignatureRefused(
-            lazy_gettext("This request was already received (nonce reused)."),
-            reason="nonce",
-        ) from None
-    return signed_by
+    if not defer_nonce:
+        pending.remember_now()
+    return SignedBy(
+        signer.terminal_id,
+        key_id,
+        signer.merchant_id,
+        signer.merchant_code,
+        signer.payable,
+        pending,
+    )
 
 
-def current_terminal() -> SignedBy:
+def current_terminal(*, defer_nonce: bool = False) -> SignedBy:
     """Verify the request being served; cached for the request (in its environ,
     not ``g``: an app context, and so ``g``, can outlive one request)."""
     if "campus.terminal" not in request.environ:
         path = request.full_path if request.query_string else request.path
         request.environ["campus.terminal"] = verify(
-            request.headers, request.method, path, request.get_data(cache=True)
+            request.headers,
+            request.method,
+            path,
+            request.get_data(cache=True),
+            defer_nonce=defer_nonce,
         )
     signed_by: SignedBy = request.environ["campus.terminal"]
     return signed_by

@@ -108,3 +108,78 @@ def test_a_load_confirmation_is_idempotent_and_bounded(terminal, make_card, sess
     assert too_much[0] == 409
     session.rollback()
     assert load.loaded_fen == 1500
+
+
+def test_a_terminal_disabled_after_paying_is_refused_at_its_next_payment(
+    terminal, make_card, session
+):
+    # The first payment keeps the terminal's secret in the process; whether it
+    # is enabled is read again, in the payment's own transaction.
+    card = make_card(balance_fen=1000)
+    assert terminal.pay(300, card_number=card.number)[0] == 200
+    row = session.query(Terminal).filter_by(key_id=terminal.key_id).one()
+    row.enabled = False
+    session.commit()
+
+    status, answer = terminal.pay(300, card_number=card.number)
+
+    assert (status, answer["code"]) == (403, "terminal_disabled")
+    session.refresh(card.wallet)
+    assert card.wallet.balance_fen == 700
+
+
+def test_a_changed_secret_is_accepted_at_once(terminal, make_card, session):
+    card = make_card(balance_fen=1000)
+    assert terminal.pay(300, card_number=card.number)[0] == 200
+    row = session.query(Terminal).filter_by(key_id=terminal.key_id).one()
+    row.secret = "another-secret-set-by-hand"
+    session.commit()
+    old_secret, terminal.secret = terminal.secret, row.secret
+
+    status, _ = terminal.pay(300, card_number=card.number)
+
+    assert status == 200
+    terminal.secret = old_secret
+    assert terminal.pay(300, card_number=card.number)[0] == 401
+
+
+def test_a_replayed_refused_payment_is_refused_as_a_replay(terminal, make_card):
+    # Refused before anything is written (no card number or code), yet its nonce
+    # is used up: the replay is told so, not answered again.
+    body = {"order_no": new_order_no(), "amount_fen": 300}
+    headers = terminal.headers(
+        "POST", "/api/terminal/payments", json.dumps(body).encode()
+    )
+
+    first = terminal.send("POST", "/api/terminal/payments", body, signed=headers)
+    replay = terminal.send("POST", "/api/terminal/payments", body, signed=headers)
+
+    assert first[0] == 400
+    assert (replay[0], replay[1]["reason"]) == (401, "nonce")
+
+
+def test_a_replayed_invalid_payment_is_refused_as_a_replay(terminal):
+    body = {"order_no": new_order_no(), "amount_fen": 0}
+    headers = terminal.headers(
+        "POST", "/api/terminal/payments", json.dumps(body).encode()
+    )
+
+    first = terminal.send("POST", "/api/terminal/payments", body, signed=headers)
+    replay = terminal.send("POST", "/api/terminal/payments", body, signed=headers)
+
+    assert (first[0], first[1]["code"]) == (400, "invalid_input")
+    assert "amount_fen" in first[1]["errors"]["json"]
+    assert (replay[0], replay[1]["reason"]) == (401, "nonce")
+
+
+def test_a_payment_repeated_with_a_new_nonce_answers_the_first(terminal, make_card):
+    card = make_card(balance_fen=1000)
+    order_no = new_order_no()
+
+    first = terminal.pay(300, order_no=order_no, card_number=card.number)
+    again = terminal.pay(300, order_no=order_no, card_number=card.number)
+
+    assert first[1]["out_trade_no"] == again[1]["out_trade_no"]
+    assert again[1]["state"] == "succeeded"
+    card_wallet = card.wallet
+    assert card_wallet.balance_fen == 700
