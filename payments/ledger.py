@@ -38,6 +38,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     String,
+    bindparam,
     func,
     insert,
     select,
@@ -169,6 +170,23 @@ ACCOUNTS = Account.__table__
 ENTRIES = JournalEntry.__table__
 POSTINGS = Posting.__table__
 
+# The statements of posting, built once: every payment runs them, and building
+# and hashing a statement anew costs more than the database spends on it.
+_INSERT_ENTRY = insert(ENTRIES).returning(ENTRIES.c.id)
+_CREDIT = (
+    update(ACCOUNTS)
+    .where(ACCOUNTS.c.id == bindparam("account"))
+    .values(balance_fen=ACCOUNTS.c.balance_fen + bindparam("delta", type_=BigInteger))
+    .returning(ACCOUNTS.c.balance_fen)
+)
+# Conditional: under concurrency the row lock makes the second debit re-read the
+# balance the first one left, and match nothing if it is too small.
+_DEBIT = _CREDIT.where(ACCOUNTS.c.balance_fen >= bindparam("needed", type_=BigInteger))
+_INSERT_POSTINGS = insert(POSTINGS)
+_FIND_ENTRY = select(ENTRIES.c.id).where(
+    ENTRIES.c.idempotency_ref == bindparam("reference")
+)
+
 
 class AccountRef(NamedTuple):
     """What posting needs of an account, read without loading the ORM object (the
@@ -272,6 +290,7 @@ def post_entry(
     order_ref: str | None = None,
     memo: str | None = None,
     created_by: str | None = None,
+    savepoint: bool = True,
 ) -> Posted:
     """Post one journal entry in the caller's transaction, at most once per
     ``idempotency_ref``.
@@ -279,6 +298,12 @@ def post_entry(
     Raises ``InsufficientFunds`` (and posts nothing) when an account that may not go
     negative would, and ``IdempotencyConflict`` when the reference was already used
     for different postings. The caller commits.
+
+    ``savepoint=False`` spares the savepoint around the entry (two round trips)
+    for a caller that rolls its whole transaction back on any exception from here:
+    ``InsufficientFunds`` may then leave part of the entry written, and a reference
+    already posted raises ``IntegrityError`` instead of returning the first entry.
+    The POS wallet payment, whose reference is new, is that caller.
     """
     _check_balanced(postings)
     # No look-up first: a reference already posted fails the entry's unique
@@ -293,37 +318,21 @@ def post_entry(
     # this is the hot path of every payment, and the ORM's bookkeeping would cost
     # more than the database does.
     connection = session.connection()
+    entry = {
+        "kind": kind,
+        "idempotency_ref": idempotency_ref,
+        "order_ref": order_ref,
+        "memo": memo,
+        "created_by": created_by,
+        "created_at": clock.now(),
+    }
+    if not savepoint:
+        entry_id = _write_entry(connection, entry, deltas, accounts, postings)
+        _log_posted(entry_id, kind, order_ref, idempotency_ref)
+        return Posted(session, entry_id, created=True)
     try:
         with connection.begin_nested():
-            # The unique reference is taken first: a second poster of the same
-            # event waits here, holding no account lock, until the first commits.
-            entry_id = connection.scalar(
-                insert(ENTRIES)
-                .values(
-                    kind=kind,
-                    idempotency_ref=idempotency_ref,
-                    order_ref=order_ref,
-                    memo=memo,
-                    created_by=created_by,
-                    created_at=clock.now(),
-                )
-                .returning(ENTRIES.c.id)
-            )
-            # Accounts in id order, so that two entries touching the same accounts
-            # lock them in the same order and cannot deadlock.
-            for account_id in sorted(deltas):
-                _apply(connection, accounts[account_id], deltas[account_id])
-            connection.execute(
-                insert(POSTINGS),
-                [
-                    {
-                        "entry_id": entry_id,
-                        "account_id": account.id,
-                        "amount_fen": amount,
-                    }
-                    for account, amount in postings
-                ],
-            )
+            entry_id = _write_entry(connection, entry, deltas, accounts, postings)
     except IntegrityError:
         # Either another transaction posted the same event first (its entry is
         # visible now that it has committed), or a constraint refused the change.
@@ -336,7 +345,37 @@ def post_entry(
         )
         return _replayed(session, existing, postings)
 
-    assert entry_id is not None
+    _log_posted(entry_id, kind, order_ref, idempotency_ref)
+    return Posted(session, entry_id, created=True)
+
+
+def _write_entry(
+    connection: Connection,
+    entry: dict[str, object],
+    deltas: dict[int, int],
+    accounts: dict[int, AccountLike],
+    postings: Sequence[tuple[AccountLike, int]],
+) -> int:
+    # The unique reference is taken first: a second poster of the same event
+    # waits here, holding no account lock, until the first commits.
+    entry_id: int = connection.execute(_INSERT_ENTRY, entry).scalar_one()
+    # Accounts in id order, so that two entries touching the same accounts lock
+    # them in the same order and cannot deadlock.
+    for account_id in sorted(deltas):
+        _apply(connection, accounts[account_id], deltas[account_id])
+    connection.execute(
+        _INSERT_POSTINGS,
+        [
+            {"entry_id": entry_id, "account_id": account.id, "amount_fen": amount}
+            for account, amount in postings
+        ],
+    )
+    return entry_id
+
+
+def _log_posted(
+    entry_id: int, kind: EntryKind, order_ref: str | None, idempotency_ref: str
+) -> None:
     logger.info(
         "entry_posted",
         extra={
@@ -346,7 +385,6 @@ def post_entry(
             "idempotency_ref": idempotency_ref,
         },
     )
-    return Posted(session, entry_id, created=True)
 
 
 def _check_balanced(postings: Sequence[tuple[AccountLike, int]]) -> None:
@@ -365,9 +403,10 @@ def find_entry_id(session: Session, idempotency_ref: str) -> int | None:
 
 
 def _find_entry(session: Session, idempotency_ref: str) -> int | None:
-    return session.connection().scalar(
-        select(ENTRIES.c.id).where(ENTRIES.c.idempotency_ref == idempotency_ref)
+    found: int | None = session.connection().scalar(
+        _FIND_ENTRY, {"reference": idempotency_ref}
     )
+    return found
 
 
 def _replayed(
@@ -389,17 +428,14 @@ def _replayed(
 
 
 def _apply(connection: Connection, account: AccountLike, delta: int) -> None:
-    statement = (
-        update(ACCOUNTS)
-        .where(ACCOUNTS.c.id == account.id)
-        .values(balance_fen=ACCOUNTS.c.balance_fen + delta)
-        .returning(ACCOUNTS.c.balance_fen)
-    )
     if delta < 0 and not account.allow_negative:
-        # Conditional: under concurrency the row lock makes the second debit re-read
-        # the balance the first one left, and match nothing if it is too small.
-        statement = statement.where(ACCOUNTS.c.balance_fen >= -delta)
-    balance = connection.execute(statement).scalar_one_or_none()
+        balance = connection.execute(
+            _DEBIT, {"account": account.id, "delta": delta, "needed": -delta}
+        ).scalar_one_or_none()
+    else:
+        balance = connection.execute(
+            _CREDIT, {"account": account.id, "delta": delta}
+        ).scalar_one_or_none()
     if balance is None:
         logger.info(
             "insufficient_funds",
@@ -423,8 +459,10 @@ def transfer(
     order_ref: str | None = None,
     memo: str | None = None,
     created_by: str | None = None,
+    savepoint: bool = True,
 ) -> Posted:
-    """Move ``amount_fen`` from ``source`` to ``destination`` as one entry."""
+    """Move ``amount_fen`` from ``source`` to ``destination`` as one entry
+    (``savepoint``: see ``post_entry``)."""
     return post_entry(
         session,
         kind=kind,
@@ -433,6 +471,7 @@ def transfer(
         order_ref=order_ref,
         memo=memo,
         created_by=created_by,
+        savepoint=savepoint,
     )
 
 

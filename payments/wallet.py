@@ -53,10 +53,12 @@ def pay_from_wallet(
     order_ref: str | None = None,
     memo: str | None = None,
     created_by: str | None = None,
+    savepoint: bool = True,
 ) -> Posted:
     """An active card pays a merchant (or straight to its payable account, see
     ``merchants.payable_of``) from its wallet. Raises ``InsufficientFunds`` and
-    posts nothing when the wallet holds less than ``amount_fen``."""
+    posts nothing when the wallet holds less than ``amount_fen`` (with
+    ``savepoint=False``, see ``ledger.post_entry``: the caller rolls back)."""
     card = lock_card_for_payment(session, card_number)
     require_active(card)
     return transfer(
@@ -69,4 +71,5 @@ def pay_from_wallet(
         order_ref=order_ref,
         memo=memo,
         created_by=created_by,
+        savepoint=savepoint,
     )

@@ -125,6 +125,10 @@ class PendingNonce:
             raise TerminalDisabled()
         self.done = True
 
+    def forget(self) -> None:
+        """The transaction that remembered the nonce was rolled back."""
+        self.done = False
+
     def remember_now(self) -> None:
         """Remember the nonce in a transaction of its own, committed at once."""
         if self.done:
@@ -159,6 +163,10 @@ class SignedBy(NamedTuple):
     def remember_nonce_now(self) -> None:
         if self.nonce is not None:
             self.nonce.remember_now()
+
+    def forget_nonce(self) -> None:
+        if self.nonce is not None:
+            self.nonce.forget()
 
     @classmethod
     def of(cls, terminal: Terminal) -> SignedBy:

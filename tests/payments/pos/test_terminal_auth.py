@@ -183,3 +183,35 @@ def test_a_payment_repeated_with_a_new_nonce_answers_the_first(terminal, make_ca
     assert again[1]["state"] == "succeeded"
     card_wallet = card.wallet
     assert card_wallet.balance_fen == 700
+
+
+def test_a_replayed_repeat_of_a_paid_order_is_refused_as_a_replay(terminal, make_card):
+    # The repeat's own transaction is rolled back on the order number's unique
+    # index; its nonce is remembered all the same.
+    card = make_card(balance_fen=1000)
+    body = {"order_no": new_order_no(), "amount_fen": 300, "card_number": card.number}
+    assert terminal.send("POST", "/api/terminal/payments", body)[0] == 200
+    headers = terminal.headers(
+        "POST", "/api/terminal/payments", json.dumps(body).encode()
+    )
+
+    repeat = terminal.send("POST", "/api/terminal/payments", body, signed=headers)
+    replay = terminal.send("POST", "/api/terminal/payments", body, signed=headers)
+
+    assert (repeat[0], repeat[1]["state"]) == (200, "succeeded")
+    assert (replay[0], replay[1]["reason"]) == (401, "nonce")
+
+
+def test_a_replayed_refused_wallet_payment_is_refused_as_a_replay(terminal, make_card):
+    card = make_card(balance_fen=100)
+    body = {"order_no": new_order_no(), "amount_fen": 300, "card_number": card.number}
+    headers = terminal.headers(
+        "POST", "/api/terminal/payments", json.dumps(body).encode()
+    )
+
+    first = terminal.send("POST", "/api/terminal/payments", body, signed=headers)
+    replay = terminal.send("POST", "/api/terminal/payments", body, signed=headers)
+
+    assert (first[0], first[1]["state"]) == (200, "failed")
+    assert first[1]["failure_code"] == "insufficient_funds"
+    assert (replay[0], replay[1]["reason"]) == (401, "nonce")
