@@ -13,7 +13,7 @@ from typing import Any
 from apiflask import APIFlask
 from flask import render_template
 
-from campus.settings import Settings
+from campus.settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,14 @@ def _mount_sandbox(app: APIFlask, settings: Settings) -> None:
     if folder not in _sandboxes:
         _sandboxes[folder] = create_sandbox(folder)
     sandbox = _sandboxes[folder]
+    if settings.sandbox_faults:
+        try:
+            sandbox.faults.apply(
+                settings.sandbox_faults,
+                {n: getattr(g, "fault_names", {}) for n, g in sandbox.gateways.items()},
+            )
+        except ValueError as error:
+            raise SettingsError(f"CAMPUS_SANDBOX_FAULTS: {error}") from error
     app.extensions["campus.sandbox"] = sandbox
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, {"/sandbox": sandbox.wsgi()}

@@ -105,6 +105,12 @@ class Settings:
     only: with several, each counts on its own and a limit multiplies.
     Production requires it to be set to a shared store."""
 
+    sandbox_faults: str = ""
+    """Faults the embedded sandbox switches on at start, for every order, e.g.
+    ``wechat.notification=drop; alipay.user_paying_seconds=20``; the names are
+    those on the sandbox's home page (``/sandbox/``), where they can also be
+    changed while it runs. Ignored unless ``channels`` is ``sandbox``."""
+
     proxy_hops: int = 0
     """How many reverse proxies in front of the service set ``X-Forwarded-For``,
     ``-Proto`` and ``-Host`` (1 behind one nginx). Zero trusts none of them. Behind

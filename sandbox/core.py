@@ -119,6 +119,22 @@ class Faults:
                 for name, value in switches.items()
             ]
 
+    def apply(self, spec: str, known: Mapping[str, Mapping[str, str]]) -> None:
+        """Switch on the faults a setting lists, for every order:
+        ``wechat.notification=drop; alipay.latency_ms=800`` (values are read as
+        JSON where they parse, as text otherwise). ``known`` maps each gateway to
+        its fault names; an unknown one raises ``ValueError`` naming it."""
+        for item in filter(None, (part.strip() for part in spec.split(";"))):
+            switch, _, raw = item.partition("=")
+            channel, _, name = switch.strip().partition(".")
+            if name not in known.get(channel, {}) or not raw.strip():
+                raise ValueError(f"unknown sandbox fault {item!r}")
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw.strip()
+            self.set(channel, name, value)
+
     def _reload(self) -> None:
         if self._path is None:
             return

@@ -164,10 +164,26 @@ class _Notice:
         return urlencode(self.params).encode("utf-8")
 
 
+# What the sandbox's home page lists; the module docstring says what each does.
+FAULT_NAMES = {
+    "latency_ms": "wait this many milliseconds before answering",
+    "no_answer": "before: drop the connection without acting; after: act, then drop",
+    "server_error": "5xx (HTTP 502) | 20000 (isp.unknow-error) | ACQ (SYSTEM_ERROR)",
+    "user_paying_seconds": "code payments answer 10003 for this many seconds",
+    "response_signature": "bad (another key) | missing",
+    "notification": "drop | duplicate | reorder | bad_signature | different_amount",
+    "notification_delay_s": "send notifications this many seconds late",
+    "bill_missing_line": "leave the order out of its day's bill",
+    "bill_amount_delta_fen": "change the order's amount in the bill by this much",
+    "bill_after_midnight": "list the order just after midnight (next day's bill)",
+}
+
+
 class AlipayGateway(Gateway):
     """The imitated Alipay, with its own database, keys and Flask app."""
 
     name = CHANNEL
+    fault_names = FAULT_NAMES
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sandbox.core import Faults
 
 
@@ -52,3 +54,36 @@ def test_without_a_path_switches_live_in_memory(tmp_path):
 
     assert faults.get("wechat", "notification") == "drop"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sandbox_faults_setting_switches_faults_on_at_start(tmp_path):
+    from campus import create_app
+    from campus.settings import Settings
+
+    settings = Settings.from_environ(
+        {
+            "CAMPUS_INSTANCE_PATH": str(tmp_path),
+            "CAMPUS_SCHEDULER": "off",
+            "CAMPUS_SANDBOX_FAULTS": "wechat.notification=drop; alipay.latency_ms=800",
+        }
+    )
+
+    sandbox = create_app(settings).extensions["campus.sandbox"]
+
+    assert sandbox.faults.get("wechat", "notification", "T001") == "drop"
+    assert sandbox.faults.get("alipay", "latency_ms") == 800
+
+
+def test_an_unknown_fault_in_the_setting_refuses_the_start(tmp_path):
+    from campus import create_app
+    from campus.settings import Settings, SettingsError
+
+    settings = Settings.from_environ(
+        {
+            "CAMPUS_INSTANCE_PATH": str(tmp_path),
+            "CAMPUS_SANDBOX_FAULTS": "wechat.notifcation=drop",
+        }
+    )
+
+    with pytest.raises(SettingsError, match="notifcation"):
+        create_app(settings)
