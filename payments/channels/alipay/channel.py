@@ -37,7 +37,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
@@ -535,6 +535,12 @@ class AlipayChannel(Channel):
                 {"bill_type": "trade", "bill_date": day.isoformat()},
             )
         url = self._checked(answer, "bill_url", None)["bill_download_url"]
+        if not bill_host_allowed(url, self.config.gateway_url):
+            # The answer is signed, but a URL we would fetch from anywhere is a
+            # way to make this server call a host of someone else's choosing.
+            raise AlipayUnavailable(
+                f"the bill is offered at a foreign host: {url[:80]}"
+            )
         with self._translated("bill_file", None):
             response = requests.get(url, timeout=self.config.timeout_seconds)
             response.raise_for_status()
@@ -765,3 +771,16 @@ class AlipayChannel(Channel):
             paid_at=self._moment(paid_at, out_trade_no),
             raw=dict(answer),
         )
+
+
+def bill_host_allowed(url: str, gateway_url: str) -> bool:
+    """Whether ``url`` is where Alipay keeps bill files: an ``alipay.com`` host
+    (``dwbillcenter.alipay.com`` today), or the gateway's own host (the sandbox)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if not host or urlsplit(url).scheme not in {"http", "https"}:
+        return False
+    return (
+        host == "alipay.com"
+        or host.endswith(".alipay.com")
+        or host == (urlsplit(gateway_url).hostname or "").lower()
+    )

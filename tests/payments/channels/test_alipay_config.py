@@ -134,3 +134,24 @@ def test_the_config_is_frozen(alipay_keys):
     config = AlipayConfig.from_settings(Settings(instance_path=alipay_keys), environ={})
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.timeout_seconds = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://dwbillcenter.alipay.com/downloadBillFile.resource?x=1", True),
+        ("https://openapi.alipay.com/bill.zip", True),
+        ("http://127.0.0.1:5000/sandbox/alipay/bills/x.zip", True),
+        ("http://169.254.169.254/latest/meta-data/", False),
+        ("https://alipay.com.evil.example/bill.zip", False),
+        ("file:///etc/passwd", False),
+        ("", False),
+    ],
+)
+def test_a_bill_is_fetched_only_from_alipay_or_the_gateway_host(url, allowed):
+    from payments.channels.alipay.channel import bill_host_allowed
+
+    assert (
+        bill_host_allowed(url, "http://127.0.0.1:5000/sandbox/alipay/gateway.do")
+        is allowed
+    )
