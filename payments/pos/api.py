@@ -7,12 +7,14 @@ Terminal endpoints (``/api/terminal/…``) need the request signature described 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any
 
 from apiflask import APIBlueprint, Schema, fields
+from apiflask.schema_adapters.marshmallow import parser
 from apiflask.validators import Length, OneOf, Range
-from flask import Response, request
+from flask import Response, jsonify, request
 from flask_babel import lazy_gettext
 
 from campus.auth import Role, current_operator, requires_role
@@ -113,14 +115,63 @@ def _body_hash() -> str:
     return hashlib.sha256(request.get_data(cache=True)).hexdigest()
 
 
-def _answer(payment: PosPayment) -> tuple[dict[str, Any], int]:
+def _answer(payment: PosPayment) -> Response:
+    """The payment as ``PaymentOut`` dumps it, built by hand: every field is a
+    string, an integer, ``None`` or a datetime (ISO 8601, as marshmallow writes
+    it), and skipping the schema saves a twentieth of a payment's CPU."""
     body = service.payment_out(payment)
     if payment.qr_token:
         body["checkout_url"] = qr_url(payment.qr_token)
-    return body, 202 if payment.state in {
-        PaymentState.PAYING,
-        PaymentState.AWAITING,
-    } else 200
+    response = jsonify(
+        {
+            key: value.isoformat() if isinstance(value, dt.datetime) else value
+            for key, value in body.items()
+        }
+    )
+    response.status_code = (
+        202 if payment.state in {PaymentState.PAYING, PaymentState.AWAITING} else 200
+    )
+    return response
+
+
+_PAYMENT_IN = PaymentIn()
+_PAYMENT_KEYS = frozenset(_PAYMENT_IN.fields)
+
+
+def _payment_in(data: Any) -> dict[str, Any]:
+    """The body as ``PaymentIn`` loads it. A body of plain, valid values (what a
+    terminal sends) is checked here by hand, with the schema's own rules; any
+    other goes through the schema as ``@bp.input`` would, and is answered with
+    its 400 and field errors."""
+    if type(data) is dict and data.keys() <= _PAYMENT_KEYS:
+        order_no, amount = data.get("order_no"), data.get("amount_fen")
+        code = data.get("code")
+        description = data.get("description", service.DESCRIPTION)
+        if (
+            _text(order_no, 64)
+            and type(amount) is int
+            and amount >= 1
+            and (code is None or _text(code, 64))
+            and all(
+                data.get(name) is None or type(data[name]) is str
+                for name in ("card_number", "pin")
+            )
+            and _text(description, 64)
+        ):
+            return {
+                "order_no": order_no,
+                "amount_fen": amount,
+                "code": code,
+                "card_number": data.get("card_number"),
+                "pin": data.get("pin"),
+                "description": description,
+            }
+    loaded: dict[str, Any] = parser.parse(_PAYMENT_IN, request, location="json")
+    return loaded
+
+
+def _text(value: Any, longest: int) -> bool:
+    return type(value) is str and 1 <= len(value) <= longest
 
 
 def qr_url(token: str) -> str:
@@ -130,7 +181,8 @@ def qr_url(token: str) -> str:
 
 
 @bp.post("/api/terminal/payments")
-@bp.input(PaymentIn, arg_name="body")
+# Described by the schemas, checked and answered by ``_payment_in`` and ``_answer``.
+@bp.input(PaymentIn, arg_name="body", validation=False)
 @bp.output(PaymentOut)
 @bp.doc(
     summary="Take a payment (code or card tap)",
@@ -142,8 +194,9 @@ def qr_url(token: str) -> str:
     security=SIGNED,
     responses=[400, 401, 403, 422],
 )
-def pay(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def pay(body: Any) -> Response:
     terminal = current_terminal()
+    body = _payment_in(body)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 64:
         raise InvalidInput(lazy_gettext("Idempotency-Key is 1 to 64 characters."))
@@ -166,7 +219,7 @@ def pay(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
 @bp.get("/api/terminal/payments/<order_no>")
 @bp.output(PaymentOut)
 @bp.doc(summary="Query a payment by the terminal's order number", security=SIGNED)
-def query(order_no: str) -> tuple[dict[str, Any], int]:
+def query(order_no: str) -> Response:
     terminal = current_terminal()
     payment = service.terminal_payment(db.session(), terminal.id, order_no)
     return _answer(service.refresh(payment.out_trade_no))
@@ -187,7 +240,7 @@ class QrOrderIn(Schema):
     "endpoint.",
     security=SIGNED,
 )
-def open_qr(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def open_qr(body: dict[str, Any]) -> Response:
     terminal = current_terminal()
     payment = service.open_qr_order(
         db.session.get_one(Merchant, terminal.merchant_id),

@@ -288,3 +288,65 @@ def test_an_unpaid_qr_order_expires(app, session, terminal):
     assert report.expired == 1
     session.rollback()
     assert terminal.query("Q1")[1]["state"] == "failed"
+
+
+def test_the_answer_is_what_the_output_schema_dumps(terminal, make_card, session):
+    # The answer is built by hand, without the schema: it must not differ.
+    from payments.pos import service
+    from payments.pos.api import PaymentOut
+    from payments.pos.models import PosPayment
+
+    card = make_card(balance_fen=500)
+    for amount in (300, 300):  # succeeded, then failed for want of money
+        status, answer = terminal.pay(amount, card_number=card.number)
+        payment = session.query(PosPayment).filter_by(
+            out_trade_no=answer["out_trade_no"]
+        )
+        dumped = PaymentOut().dump(service.payment_out(payment.one()))
+
+        assert status == 200
+        assert answer == dumped
+    assert answer["state"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"amount_fen": 300},
+        {"order_no": "", "amount_fen": 300},
+        {"order_no": "x" * 65, "amount_fen": 300},
+        {"order_no": "o", "amount_fen": 0},
+        {"order_no": "o", "amount_fen": True},
+        {"order_no": "o", "amount_fen": "3"},
+        {"order_no": "o", "amount_fen": 3.5},
+        {"order_no": "o", "amount_fen": 300, "code": ""},
+        {"order_no": "o", "amount_fen": 300, "card_number": 5},
+        {"order_no": "o", "amount_fen": 300, "description": None},
+        {"order_no": "o", "amount_fen": 300, "colour": "red"},
+        ["not", "an", "object"],
+    ],
+)
+def test_a_body_the_schema_refuses_is_refused_with_its_errors(terminal, app, body):
+    # What the hand check lets through would load the same through the schema;
+    # what it does not is answered by the schema itself.
+    from marshmallow import ValidationError
+
+    from payments.pos.api import PaymentIn
+
+    with app.test_request_context():
+        try:
+            PaymentIn().load(body)
+        except ValidationError as error:
+            expected = error.messages
+        else:
+            expected = None
+
+    status, answer = terminal.send("POST", "/api/terminal/payments", body)
+
+    if expected is None:
+        # Loaded (a numeric string is a number to the schema), then refused by
+        # the payment itself: neither code nor card.
+        assert "errors" not in answer
+    else:
+        assert (status, answer["code"]) == (400, "invalid_input")
+        assert answer["errors"] == {"json": expected}
