@@ -211,3 +211,59 @@ def test_the_streaming_reader_refuses_what_the_whole_bill_parser_refuses(
         _streamed(content)
     with pytest.raises(BillFormatError, match=message):
         parse_trade_bill(content)
+
+
+ONE_PAID = "`1,`12.50,`0.00,`0.00,`0.08000,`12.50,`0.00"
+
+
+def _variant(change) -> bytes:  # type: ignore[no-untyped-def]
+    cells = PAID.split(",")
+    change(cells)
+    return bill(HEADER, ",".join(cells), SUMMARY_HEADER, ONE_PAID)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: None,
+        lambda c: c.__setitem__(6, "`T-1_x|y*"),
+        lambda c: c.__setitem__(6, "`T1\u3000"),
+        lambda c: c.__setitem__(6, "` T1"),
+        lambda c: c.__setitem__(5, "`42\t"),
+        lambda c: c.__setitem__(9, "`SUCCESS "),
+        lambda c: c.__setitem__(12, "`12.50\u00a0"),
+        lambda c: c.__setitem__(24, "`\u2003"),
+        lambda c: c.__setitem__(24, "`"),
+        lambda c: c.__setitem__(26, "12.50"),
+        lambda c: c.__setitem__(3, "0"),
+        lambda c: c.__setitem__(19, "`\u3000"),
+    ],
+)
+def test_a_row_reads_the_same_however_its_cells_are_quoted_or_spaced(change) -> None:  # type: ignore[no-untyped-def]
+    content = _variant(change)
+
+    try:
+        whole = list(wechat_lines(parse_trade_bill(content)))
+    except BillFormatError as refused:
+        with pytest.raises(BillFormatError, match=str(refused)):
+            _streamed(content)
+        return
+
+    assert _streamed(content) == whole
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\n", "\r"])
+def test_a_long_bill_is_read_in_chunks_with_every_line_numbered(
+    end: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reconciliation.bills.wechat as wechat
+
+    monkeypatch.setattr(wechat, "_CHUNK", 97)
+    rows = [PAID.replace("`T1,", f"`T{n},") for n in range(40)]
+    one = "`40,`500.00,`0.00,`0.00,`3.20000,`500.00,`0.00"
+    content = (end.join([HEADER, *rows, "", SUMMARY_HEADER, one]) + end).encode()
+
+    lines = _streamed(content)
+
+    assert [line.out_trade_no for line in lines] == [f"T{n}" for n in range(40)]
+    assert [line.line for line in lines] == list(range(2, 42))
