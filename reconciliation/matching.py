@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import NamedTuple
 
 from payments.orders import OrderRecord, RefundRecord
 from reconciliation.lines import BillLine, ChannelState, LineKind
@@ -64,6 +65,34 @@ class Finding:
     ours: OrderRecord | RefundRecord | None = None
     repairable: bool = False
     note: str = ""
+
+
+class DayOrder(NamedTuple):
+    """One of the orders we settled on the bill's day, as the nightly run reads a
+    million of them: only what matching compares. An order that does not match
+    becomes an ``OrderRecord`` (``record``) for its finding."""
+
+    kind: str
+    channel: str
+    amount_fen: int
+    transaction_id: str | None
+    merchant: str | None
+    state = "paid"
+    """What every order of the day is (a class attribute, not a field)."""
+
+    def record(self, out_trade_no: str) -> OrderRecord:
+        # paid_at is left out: nothing sorts or records by it for an order of the
+        # day itself (it only tells an earlier day's order, looked up, apart).
+        return OrderRecord(
+            self.kind,
+            out_trade_no,
+            self.channel,
+            "paid",
+            self.amount_fen,
+            self.transaction_id,
+            None,
+            self.merchant,
+        )
 
 
 def match_payments(
@@ -232,7 +261,7 @@ class DayMatch:
 
     def __init__(
         self,
-        paid: MutableMapping[str, OrderRecord],
+        paid: MutableMapping[str, OrderRecord | DayOrder],
         refunded: MutableMapping[str, RefundRecord],
         fee_rate_per_10000: int,
     ) -> None:
@@ -279,6 +308,8 @@ class DayMatch:
                         (line.out_trade_no, order.merchant, line.fee_fen)
                     )
                 return
+            if type(order) is DayOrder:
+                order = order.record(line.out_trade_no)
             finding = _payment_finding(line, order)
         else:
             refund = self._refunded.pop(line.out_refund_no, None)
@@ -322,8 +353,12 @@ class DayMatch:
             findings.append(finding)
         self._elsewhere = []
         findings.extend(
-            Finding(FindingKind.OURS_ONLY, order.out_trade_no, ours=order)
-            for order in self._paid.values()
+            Finding(
+                FindingKind.OURS_ONLY,
+                number,
+                ours=order.record(number) if type(order) is DayOrder else order,
+            )
+            for number, order in self._paid.items()
         )
         findings.extend(
             Finding(

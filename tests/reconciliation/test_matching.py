@@ -8,6 +8,7 @@ from payments.orders import OrderRecord, RefundRecord
 from reconciliation.lines import BillLine, ChannelState, LineKind
 from reconciliation.matching import (
     DayMatch,
+    DayOrder,
     FindingKind,
     check_fees,
     expected_fee_fen,
@@ -265,3 +266,35 @@ def test_a_matched_merchant_refund_keeps_the_fee_given_back_for_settlement():
 
     assert day.matched == 2
     assert day.merchant_fees == [("R1", "C1W01", -2), ("R2", "C1W01", -1)]
+
+
+def test_the_days_orders_read_lean_sort_as_their_full_records_do():
+    def lean(number, amount=1000):
+        return DayOrder("pos_payment", "wechat", amount, f"42{number}", "C1W01")
+
+    lines = [
+        _line("A"),
+        _line("B", amount=900),
+        _line("C", state=ChannelState.REVERSED),
+    ]
+    full = DayMatch({n: _order(n) for n in "ABCD"}, {}, 60)
+    read = DayMatch({n: lean(n) for n in "ABCD"}, {}, 60)
+
+    for line in lines:
+        full.add(line)
+        read.add(line)
+
+    found = read.finish(lambda number: None, lambda number: None)
+    assert _kinds(found) == _kinds(full.finish(lambda n: None, lambda n: None))
+    assert _kinds(found) == {
+        "B": (FindingKind.AMOUNT_MISMATCH, False),
+        "C": (FindingKind.STATUS_MISMATCH, False),
+        "D": (FindingKind.OURS_ONLY, False),
+        "fees": (FindingKind.FEE_MISMATCH, False),
+    }
+    assert (read.matched, read.merchant_fees) == (full.matched, full.merchant_fees)
+    assert {f.key: f.ours.amount_fen for f in found} == {
+        "B": 1000,
+        "C": 1000,
+        "D": 1000,
+    }
