@@ -68,6 +68,16 @@ def _student_key() -> str:
 
 
 limiter = Limiter(key_func=_student_key)
+
+# The blueprints whose views carry limits; nothing else is limited.
+_LIMITED_BLUEPRINTS = frozenset({"transcripts", "verification"})
+
+
+@limiter.request_filter
+def _not_limited_here() -> bool:
+    # The limiter sits in front of every request of the app; a canteen terminal's
+    # payment at lunch should not pay for looking up limits it does not have.
+    return request.blueprint not in _LIMITED_BLUEPRINTS
 """Its counters live where ``CAMPUS_RATE_LIMIT_STORAGE`` says: the memory of this
 process by default (right for one web process), Redis in production, where
 several processes must share them."""
