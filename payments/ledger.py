@@ -6,7 +6,9 @@ to zero. A posting's amount is the change to its account's balance: a top-up of
 which reads as "1250 fen moved from clearing to the wallet". So
 
 * a wallet's balance is what the university owes its cardholder, never below zero;
-* a merchant payable's balance is what the university owes the merchant;
+* a merchant payable's balance is what the university owes the merchant; it goes
+  negative when a refund follows the payout of the takings it comes from (the
+  merchant then owes the university, and its next statements net it out);
 * a channel clearing account goes negative by what the channel has collected for us
   and not yet paid out; fee and suspense accounts may go either way.
 
@@ -63,7 +65,9 @@ class AccountKind(enum.StrEnum):
     """A card's balance: money owed to the cardholder. Never negative."""
 
     MERCHANT_PAYABLE = "merchant_payable"
-    """Earned by a merchant and not yet settled. Never negative."""
+    """Earned by a merchant and not yet settled. Negative after a refund of a
+    payment already paid out: a cashier must be able to refund yesterday's meal
+    after last night's settlement, and the merchant's next statement recovers it."""
 
     MERCHANT_SETTLED = "merchant_settled"
     """Paid out to a merchant by settlement. Grows negative as money leaves."""
@@ -83,9 +87,7 @@ class AccountKind(enum.StrEnum):
     """Money whose owner is not yet known, parked by a finance decision."""
 
 
-NON_NEGATIVE_KINDS = frozenset(
-    {AccountKind.WALLET, AccountKind.MERCHANT_PAYABLE, AccountKind.CARD_PURSE}
-)
+NON_NEGATIVE_KINDS = frozenset({AccountKind.WALLET, AccountKind.CARD_PURSE})
 
 
 class EntryKind(enum.StrEnum):

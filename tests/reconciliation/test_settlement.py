@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from payments import ledger
 from payments.ledger import EntryKind
+from payments.merchants import MerchantKind, open_merchant
 from payments.wallet import credit_wallet, pay_from_wallet
 from reconciliation.settlement import (
     ChannelFee,
@@ -113,6 +114,89 @@ def test_a_day_of_more_refunds_than_takings_pays_nothing_out(
     assert row.entry_id is None
     session.refresh(merchant.payable)
     assert merchant.payable.balance_fen == 700
+
+
+def test_a_refund_after_the_payout_is_owed_by_the_merchant_and_netted_next_day(
+    session, make_card, merchant
+):
+    card = make_card(balance_fen=5000)
+    pay_from_wallet(session, card.number, merchant, 2000, idempotency_ref="lunch")
+    session.commit()
+    start, end = _bounds()
+    settle_merchants(session, DAY, start, end)
+    session.commit()
+
+    # The next morning a cashier refunds yesterday's lunch: the payable is empty.
+    credit_wallet(
+        session,
+        card.number,
+        merchant.payable,
+        2000,
+        kind=EntryKind.REFUND,
+        idempotency_ref="refund:lunch",
+    )
+    session.commit()
+    session.refresh(merchant.payable)
+    owed = merchant.payable.balance_fen
+    pay_from_wallet(session, card.number, merchant, 1500, idempotency_ref="supper")
+    session.commit()
+    later = (start + dt.timedelta(days=1), end + dt.timedelta(days=1))
+    session.execute(
+        ledger.JournalEntry.__table__.update()
+        .where(
+            ledger.JournalEntry.__table__.c.idempotency_ref.in_(
+                ["refund:lunch", "supper"]
+            )
+        )
+        .values(created_at=later[0] + dt.timedelta(hours=12))
+    )
+    session.commit()
+    (next_day,) = settle_merchants(session, DAY + dt.timedelta(days=1), *later)
+    session.commit()
+
+    assert owed == -2000, "the merchant owes the refunded lunch"
+    assert (next_day.gross_fen, next_day.refunds_fen) == (1500, 2000)
+    assert next_day.net_fen == -500 and next_day.entry_id is None
+    session.refresh(merchant.payable)
+    assert merchant.payable.balance_fen == -500
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_refund_before_the_payout_does_not_stop_the_days_settlement(
+    session, make_card, merchant
+):
+    card = make_card(balance_fen=9000)
+    other = open_merchant(
+        session, "M-OTHER", "另一窗口", "Another window", MerchantKind.CANTEEN_WINDOW
+    )
+    pay_from_wallet(session, card.number, merchant, 2000, idempotency_ref="a")
+    pay_from_wallet(session, card.number, other, 1000, idempotency_ref="b")
+    session.commit()
+    start, end = _bounds()
+    # Refunded the next morning, before the nightly run settles the day.
+    credit_wallet(
+        session,
+        card.number,
+        merchant.payable,
+        2000,
+        kind=EntryKind.REFUND,
+        idempotency_ref="refund:a",
+    )
+    session.execute(
+        ledger.JournalEntry.__table__.update()
+        .where(ledger.JournalEntry.__table__.c.idempotency_ref == "refund:a")
+        .values(created_at=end + dt.timedelta(hours=8))
+    )
+    session.commit()
+
+    written = settle_merchants(session, DAY, start, end)
+    session.commit()
+
+    assert sorted(row.net_fen for row in written) == [1000, 2000]
+    assert all(row.entry_id for row in written), "every merchant is paid its day"
+    session.refresh(merchant.payable)
+    assert merchant.payable.balance_fen == -2000
+    assert ledger.check_ledger(session) == []
 
 
 def test_finance_reads_statements_as_json_csv_and_a_page(
