@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
 import hashlib
 import itertools
 from concurrent.futures import ThreadPoolExecutor
@@ -337,6 +338,8 @@ def test_a_bill_given_to_the_run_is_checked_like_a_downloaded_one(
 
     with pytest.raises(BillRejected, match="summary counts 2 rows"):
         _reconcile(live_app, trading_day, bill=miscounted)
+    # Matching runs without the cyclic collector: a refused bill turns it back on.
+    assert gc.isenabled()
     with pytest.raises(BillRejected, match="given the wechat bill of"):
         _reconcile(live_app, trading_day, bill=another_day)
     with pytest.raises(BillRejected, match="sha256"):
