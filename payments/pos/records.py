@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from payments.merchants import Merchant
-from payments.orders import OrderKind, OrderRecord, RefundKind, RefundRecord
+from payments.orders import (
+    OrderKind,
+    OrderRecord,
+    PaidRow,
+    RefundKind,
+    RefundRecord,
+    driver_rows,
+)
 from payments.pos import refunds, service
 from payments.pos.models import PaymentState, PosPayment, PosRefund, RefundState
 
@@ -53,11 +61,11 @@ def _order(row) -> OrderRecord:  # type: ignore[no-untyped-def]
     )
 
 
-def paid_between(
-    session: Session, channel: str, start: dt.datetime, end: dt.datetime
-) -> Iterator[OrderRecord]:
-    rows = session.execute(
-        select(*_COLUMNS)
+def _paid(channel: str, start: dt.datetime, end: dt.datetime, *columns: Any) -> Any:
+    """The POS payments of a channel paid in ``[start, end)``: ``paid_between``
+    and ``paid_rows`` read the same ones."""
+    return (
+        select(*columns)
         .join(Merchant, Merchant.id == PosPayment.merchant_id)
         .where(
             PosPayment.channel == channel,
@@ -65,10 +73,34 @@ def paid_between(
             PosPayment.paid_at >= start,
             PosPayment.paid_at < end,
         )
-        .execution_options(yield_per=10_000)
+    )
+
+
+def paid_between(
+    session: Session, channel: str, start: dt.datetime, end: dt.datetime
+) -> Iterator[OrderRecord]:
+    rows = session.execute(
+        _paid(channel, start, end, *_COLUMNS).execution_options(yield_per=10_000)
     )
     for row in rows:
         yield _order(row)
+
+
+def paid_rows(
+    session: Session, channel: str, start: dt.datetime, end: dt.datetime
+) -> Iterator[PaidRow]:
+    return driver_rows(
+        session,
+        _paid(
+            channel,
+            start,
+            end,
+            PosPayment.out_trade_no,
+            PosPayment.amount_fen,
+            PosPayment.transaction_id,
+            Merchant.code,
+        ),
+    )
 
 
 def record(session: Session, out_trade_no: str) -> OrderRecord | None:
@@ -144,6 +176,7 @@ ORDER_KIND = OrderKind(
     service.owns,
     service.settle_payment,
     paid_between=paid_between,
+    paid_rows=paid_rows,
     record=record,
 )
 REFUND_KIND = RefundKind(

@@ -1,4 +1,4 @@
-"""The nightly run's own read of the day's paid orders gives what each order kind's
+"""Each order kind's ``paid_rows``, as the nightly run reads them, gives what its
 ``paid_between`` gives: the same orders, amounts, transactions and merchants."""
 
 from __future__ import annotations
