@@ -14,7 +14,7 @@ from typing import Any
 from apiflask import APIBlueprint, Schema, fields
 from apiflask.schema_adapters.marshmallow import parser
 from apiflask.validators import Length, OneOf, Range
-from flask import Response, jsonify, request
+from flask import Response, jsonify, request, url_for
 from flask_babel import lazy_gettext
 
 from campus.auth import Role, current_operator, requires_role
@@ -111,6 +111,37 @@ class PaymentOut(Schema):
     checkout_url = fields.String(allow_none=True)
 
 
+class PayHeaders(Schema):
+    """The optional request headers of ``pay``; described here, read by hand."""
+
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=Length(1, 64),
+        metadata={"description": "returns the first payment made with this key"},
+    )
+    prefer = fields.String(
+        data_key="Prefer",
+        metadata={
+            "description": "`respond-async` (RFC 7240): while the payer enters the "
+            "password, answer 202 `paying` at once with `Preference-Applied: "
+            "respond-async` and keep waiting on the server; ask with the query "
+            "endpoint"
+        },
+    )
+
+
+def _prefers_async() -> bool:
+    """Whether a ``Prefer`` header (RFC 7240) holds ``respond-async``: preferences
+    are separated by commas, each a case-insensitive token, perhaps with ``=value``
+    and ``;`` parameters."""
+    for header in request.headers.getlist("Prefer"):
+        for preference in header.split(","):
+            token = preference.split(";", 1)[0].split("=", 1)[0]
+            if token.strip().lower() == "respond-async":
+                return True
+    return False
+
+
 def _body_hash() -> str:
     return hashlib.sha256(request.get_data(cache=True)).hexdigest()
 
@@ -175,32 +206,51 @@ def _text(value: Any, longest: int) -> bool:
 
 
 def qr_url(token: str) -> str:
-    from flask import url_for
-
     return url_for("pos_pages.qr_checkout", token=token, _external=True)
 
 
 @bp.post("/api/terminal/payments")
 # Described by the schemas, checked and answered by ``_payment_in`` and ``_answer``.
 @bp.input(PaymentIn, arg_name="body", validation=False)
+@bp.input(PayHeaders, location="headers", arg_name="headers", validation=False)
 @bp.output(PaymentOut)
 @bp.doc(
     summary="Take a payment (code or card tap)",
-    description="Answers 200 with `succeeded` or `failed` (with the channel's "
-    "reason), or 202 `paying` when the outcome is still unknown after the "
+    description="Answers 200 with `succeeded`, `failed` (with the channel's "
+    "reason) or `reversed` (unknown at the deadline, then reversed / cancelled: "
+    "nothing taken), or 202 `paying` when the outcome is still unknown after the "
     "deadline's reverse could not finish; ask again with the query endpoint. "
-    "The same order number or `Idempotency-Key` returns the first payment; with a "
+    "While the payer enters the password (WeChat USERPAYING, Alipay 10003) the "
+    "request is held, the channel queried, up to the deadline (about 45 s).\n\n"
+    "With `Prefer: respond-async` (RFC 7240) such a payment is answered at once: "
+    "202 `paying` with `Preference-Applied: respond-async`, `Location` (the "
+    "query endpoint) and `Retry-After` (seconds); the server goes on querying, "
+    "and reverses / cancels at the deadline, as it would have before answering. "
+    "Any other outcome, a timeout from the channel, or a server with no waiter "
+    "free answers as without the header (no `Preference-Applied`).\n\n"
+    "The same order number or `Idempotency-Key` returns the first payment as it "
+    "stands (also while it is still waited for; it is never paid twice); with a "
     "different body it is refused (422 `idempotency_mismatch`).",
     security=SIGNED,
-    responses=[400, 401, 403, 422],
+    responses={
+        200: "Succeeded, failed or reversed",
+        202: {
+            "description": "Still paying: ask with the query endpoint",
+            "content": {"application/json": {"schema": PaymentOut}},
+        },
+        400: "Invalid input or an unrecognised code",
+        401: "Signature refused",
+        403: "Terminal disabled",
+        422: "Idempotency mismatch",
+    },
 )
-def pay(body: Any) -> Response:
+def pay(body: Any, headers: Any = None) -> Response:
     terminal = current_terminal()
     body = _payment_in(body)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 64:
         raise InvalidInput(lazy_gettext("Idempotency-Key is 1 to 64 characters."))
-    payment = service.pay(
+    taken = service.take_payment(
         terminal,
         service.PayRequest(
             order_no=body["order_no"],
@@ -211,14 +261,27 @@ def pay(body: Any) -> Response:
             pin=body["pin"],
             idempotency_key=key,
             description=body["description"],
+            respond_async=_prefers_async(),
         ),
     )
-    return _answer(payment)
+    response = _answer(taken.payment)
+    if taken.in_background:
+        response.headers["Preference-Applied"] = "respond-async"
+        response.headers["Location"] = url_for(
+            "pos_api.query", order_no=taken.payment.terminal_order_no
+        )
+        response.headers["Retry-After"] = str(pos_config().poll_interval_seconds)
+    return response
 
 
 @bp.get("/api/terminal/payments/<order_no>")
 @bp.output(PaymentOut)
-@bp.doc(summary="Query a payment by the terminal's order number", security=SIGNED)
+@bp.doc(
+    summary="Query a payment by the terminal's order number",
+    description="Asks the channel first while the payment is `paying`; after a "
+    "`respond-async` answer, this is how the terminal follows the payment.",
+    security=SIGNED,
+)
 def query(order_no: str) -> Response:
     terminal = current_terminal()
     payment = service.terminal_payment(db.session(), terminal.id, order_no)

@@ -15,6 +15,11 @@ One payment, start to end::
                         deadline (45 s); paid → settle; still unknown → reverse
                         (WeChat) / cancel (Alipay, repeated while retry_flag Y)
 
+With ``respond_async`` (the terminal's ``Prefer: respond-async``), a payer entering
+the password is answered at once, still ``paying``, and the same wait runs in a
+thread of this process (``BackgroundWaits``); when every thread is taken the request
+waits itself, as without the preference.
+
 A timeout or 5xx is never answered as ``failed``: only a query showing the payment
 failed, or a completed reverse, ends a payment unpaid. No transaction is held open
 across a channel call. ``settle_payment`` is the one way to ``succeeded``; the
@@ -35,9 +40,11 @@ import dataclasses
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from flask import Flask, current_app
 from flask_babel import lazy_gettext
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -106,6 +113,19 @@ class PayRequest:
     pin: str | None = None
     idempotency_key: str | None = None
     description: str = DESCRIPTION
+    respond_async: bool = False
+    """Answer a payer entering the password at once and wait for them in a thread
+    (``Prefer: respond-async``); not part of what idempotency compares."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Taken:
+    """What ``take_payment`` answers from."""
+
+    payment: PosPayment
+    in_background: bool = False
+    """The payer is entering the password and a thread of this process is waiting
+    for them: the answer is the payment as it stood when the thread started."""
 
 
 def new_out_trade_no(now: dt.datetime, prefix: str = "P") -> str:
@@ -165,6 +185,12 @@ def pay(terminal: SignedBy, request: PayRequest) -> PosPayment:
     """Take a payment at a terminal and return it in its state at the end: the
     caller answers from it. Raises only for requests refused before any payment
     exists (bad amount, unrecognised code, PIN needed or wrong)."""
+    return take_payment(terminal, request).payment
+
+
+def take_payment(terminal: SignedBy, request: PayRequest) -> Taken:
+    """``pay``, saying whether the wait for the payer went to a background thread
+    (only with ``request.respond_async``)."""
     if request.amount_fen <= 0:
         raise InvalidAmount(lazy_gettext("The amount must be above zero."))
     if bool(request.code) == bool(request.card_number):
@@ -204,7 +230,7 @@ def pay(terminal: SignedBy, request: PayRequest) -> PosPayment:
         log["code"] = mask_code(request.code)
     logger.info("pos_payment_started", extra=log)
     if channel == "campus":
-        return _pay_from_wallet(payment, request, terminal, now)
+        return Taken(_pay_from_wallet(payment, request, terminal, now))
     return _pay_through_channel(payment, request, terminal, now)
 
 
@@ -404,7 +430,7 @@ def _debit_wallet(
 
 def _pay_through_channel(
     payment: PosPayment, request: PayRequest, terminal: SignedBy, now: dt.datetime
-) -> PosPayment:
+) -> Taken:
     channel_name = payment.channel or ""
     out_trade_no = payment.out_trade_no
     deadline = payment.deadline_at or now
@@ -413,7 +439,9 @@ def _pay_through_channel(
     payment.claimed_until = deadline + dt.timedelta(seconds=60)
     existing = _insert_or_existing(payment, request, terminal)
     if existing is not None:
-        return existing
+        # A replay, even while a thread waits for this payment's payer: the
+        # payment as it stands, and no second wait.
+        return Taken(existing)
 
     order = OrderRequest(
         out_trade_no=out_trade_no,
@@ -439,7 +467,7 @@ def _pay_through_channel(
             refused.error_code or "channel_refused",
             str(refused),
         )
-        return find_payment(db.session(), out_trade_no)
+        return Taken(find_payment(db.session(), out_trade_no))
     except ChannelError as unknown:
         # Timeout, 5xx, SYSTEMERROR or a bad signature: the money may have moved.
         logger.warning(
@@ -456,9 +484,124 @@ def _pay_through_channel(
             result.error_code or "failed",
             result.error_message or "",
         )
+    elif (
+        request.respond_async
+        and result is not None
+        and result.state is TradeState.PAYING
+    ):
+        # Read before the thread starts, so that the answer is the ``paying``
+        # the cashier asked for, whatever the thread does next.
+        answer = find_payment(db.session(), out_trade_no)
+        if _wait_in_background(channel_name, out_trade_no, deadline):
+            return Taken(answer, in_background=True)
+        _wait_for_payer(channel_name, out_trade_no, deadline)
     else:
         _wait_for_payer(channel_name, out_trade_no, deadline)
-    return find_payment(db.session(), out_trade_no)
+    return Taken(find_payment(db.session(), out_trade_no))
+
+
+# -- waiting for the payer in the background ---------------------------------------
+
+BACKGROUND_WAITS = 32
+"""Threads one app keeps waiting for payers at once. A waiting thread holds no
+database connection while it sleeps, only a stack; the bound keeps a lunch-time
+burst of password payments from growing threads without end."""
+
+
+class BackgroundWaits:
+    """The threads of one app waiting for payers after a ``respond-async`` answer:
+    at most one per payment and ``limit`` in all. They are kept so that a test (or
+    a shutdown) can join them instead of guessing how long they take. A thread
+    lost with its process leaves the payment ``paying`` with its lease, and the
+    stale-payment job finishes it once the lease has run out."""
+
+    def __init__(self, limit: int = BACKGROUND_WAITS) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+
+    def start(self, out_trade_no: str, work: Callable[[], None]) -> bool:
+        """Run ``work`` in a thread of its own; ``False`` (and nothing run) when
+        this payment already has one or every thread is taken."""
+        with self._lock:
+            if out_trade_no in self._threads or len(self._threads) >= self.limit:
+                return False
+            thread = threading.Thread(
+                target=self._run,
+                args=(out_trade_no, work),
+                name=f"pos-wait-{out_trade_no}",
+                # A process stopping does not wait up to 45 s per payment: the
+                # stale-payment job is there for what it leaves behind.
+                daemon=True,
+            )
+            self._threads[out_trade_no] = thread
+            thread.start()
+        return True
+
+    def _run(self, out_trade_no: str, work: Callable[[], None]) -> None:
+        try:
+            work()
+        finally:
+            with self._lock:
+                self._threads.pop(out_trade_no, None)
+
+    def running(self) -> list[str]:
+        """The payments (``out_trade_no``) still waited for."""
+        with self._lock:
+            return sorted(self._threads)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the threads running now to end, each for at most ``timeout``
+        seconds; whether they all have."""
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in threads)
+
+
+_WAITS_CREATED = threading.Lock()
+
+
+def background_waits(app: Flask | None = None) -> BackgroundWaits:
+    """The app's ``BackgroundWaits``, made on first use."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    waits = app.extensions.get("payments.pos.waits")
+    if waits is None:
+        with _WAITS_CREATED:
+            waits = app.extensions.setdefault("payments.pos.waits", BackgroundWaits())
+    return waits  # type: ignore[no-any-return]
+
+
+def _wait_in_background(
+    channel_name: str, out_trade_no: str, deadline: dt.datetime
+) -> bool:
+    """Hand ``_wait_for_payer`` to a thread with its own app context (and so its
+    own database session); whether one took it."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def work() -> None:
+        with app.app_context():
+            try:
+                _wait_for_payer(channel_name, out_trade_no, deadline)
+            except Exception:
+                # Left ``paying`` under the request's lease: the stale-payment
+                # job queries and finishes it once the lease runs out.
+                logger.exception(
+                    "pos_background_wait_failed", extra={"out_trade_no": out_trade_no}
+                )
+
+    waits = background_waits(app)
+    if not waits.start(out_trade_no, work):
+        logger.warning(
+            "pos_background_waits_full",
+            extra={"out_trade_no": out_trade_no, "limit": waits.limit},
+        )
+        return False
+    logger.info(
+        "pos_payment_waiting_in_background", extra={"out_trade_no": out_trade_no}
+    )
+    return True
 
 
 def _query(channel_name: str, out_trade_no: str) -> PaymentResult:
