@@ -415,6 +415,7 @@ STATEMENT_COLUMNS = (
     "refunds_fen",
     "fees_fen",
     "net_fen",
+    "paid_fen",
     "entry_id",
 )
 
@@ -428,6 +429,7 @@ def statement_out(row: MerchantStatement) -> dict[str, Any]:
         "refunds_fen": row.refunds_fen,
         "fees_fen": row.fees_fen,
         "net_fen": row.net_fen,
+        "paid_fen": row.paid_fen,
         "entry_id": row.entry_id,
     }
 
@@ -499,19 +501,25 @@ def statements_pdf(report: StatementReport) -> bytes:
     if report.merchant is None:
         header.append("商户 / Merchant")
     header += [CHANNEL_LABELS.get(c, c) for c in channels]
-    header += ["退款 / Refunds", "手续费 / Fees", "应付净额 / Net payable"]
+    header += [
+        "退款 / Refunds",
+        "手续费 / Fees",
+        "应付净额 / Net payable",
+        "实付 / Paid out",
+    ]
     rows: list[list[Any]] = [header]
     for out in report.statements:
         row = [str(out["day"])]
         if report.merchant is None:
             row.append(out["merchant"])
         row += [format_yuan(out["gross_by_channel"].get(c, 0)) for c in channels]
-        net = format_yuan(out["net_fen"])
-        # A negative day pays nothing out; the payable carries it forward.
+        # A payout differs from the net when the merchant owed refunds of takings
+        # already paid out (or a late day's takings were paid by a later one).
         row += [
             format_yuan(out["refunds_fen"]),
             format_yuan(out["fees_fen"]),
-            net if out["entry_id"] else f"{net} (未付 / not paid out)",
+            format_yuan(out["net_fen"]),
+            format_yuan(out["paid_fen"]),
         ]
         rows.append(row)
     if report.statements:
@@ -524,7 +532,7 @@ def statements_pdf(report: StatementReport) -> bytes:
         ]
         total += [
             format_yuan(sum(out[field] for out in report.statements))
-            for field in ("refunds_fen", "fees_fen", "net_fen")
+            for field in ("refunds_fen", "fees_fen", "net_fen", "paid_fen")
         ]
         rows.append(total)
     else:
@@ -534,8 +542,10 @@ def statements_pdf(report: StatementReport) -> bytes:
     story.append(Spacer(1, 3 * mm))
     story.append(
         Paragraph(
-            "金额单位：元。应付净额 = 收款 − 退款 − 手续费。 "
-            "Amounts in yuan; net payable = takings − refunds − fees.",
+            "金额单位：元。应付净额 = 收款 − 退款 − 手续费；实付为扣除商户此前所欠"
+            "（已结算款项的退款）后实际付出的金额。 Amounts in yuan; net payable = "
+            "takings − refunds − fees; paid out is what the payout moved, less what "
+            "the merchant owed from refunds of takings already paid out.",
             styles["small"],
         )
     )

@@ -5,13 +5,19 @@ business day, the payments into its payable account grouped by where the money c
 from (WeChat Pay or Alipay clearing, or a campus wallet), the refunds that left it,
 and the channel fees on its payments that day as the bills state them, less what
 the bills give back on its refunds (``ChannelFee``, recorded by reconciliation).
-The net payable moves from the merchant's payable account to its settled account,
-and the merchant's share of fees to the fees account, in one journal entry per
-merchant and day: re-running a day finds the entry already posted and changes
-nothing.
+The day's fees move from the merchant's payable account to the fees account and
+the payout to its settled account, in one journal entry per merchant and day:
+re-running a day finds the entry already posted and changes nothing.
 
-A day whose refunds exceed its takings leaves a negative net: nothing is paid out,
-the statement says so, and the payable carries the difference into later days.
+The payout is what the merchant is owed, not the day's net alone: everything its
+payable received up to the end of the day (payments, refunds, adjustments, from
+any day), less everything settlement has already taken from it (payouts and fees
+of every earlier statement, whenever they were posted), less the day's fees. A
+refund of takings already paid out leaves the payable negative; the next days'
+payouts are smaller by it until it is recovered, and a day that is owed nothing
+pays nothing (``paid_fen`` 0) while its fees are still charged. Counting what was
+already taken at any time, rather than up to the day, means a day settled late
+(the nightly catch-up) can never pay out again what a later day already paid.
 """
 
 from __future__ import annotations
@@ -71,6 +77,9 @@ class MerchantStatement(Base):
     refunds_fen: Mapped[int] = mapped_column(BigInteger)
     fees_fen: Mapped[int] = mapped_column(BigInteger)
     net_fen: Mapped[int] = mapped_column(BigInteger)
+    paid_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    """What the payout moved to the merchant's settled account: the net, less what
+    the merchant owed from refunds of takings already paid out."""
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -149,6 +158,38 @@ def compute_statements(
     ]
 
 
+def lock_payable(session: Session, payable: Account) -> None:
+    """Hold the merchant's payable row until the transaction ends (PostgreSQL;
+    SQLite serialises writers anyway)."""
+    session.execute(
+        select(Account.id).where(Account.id == payable.id).with_for_update()
+    )
+
+
+def owed_to(session: Session, payable: Account, end: dt.datetime) -> int:
+    """What ``payable``'s merchant is owed at ``end``: every posting to it before
+    ``end`` except settlement's, less everything settlement has taken from it."""
+    earned = session.scalar(
+        select(func.coalesce(func.sum(Posting.amount_fen), 0))
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .where(
+            Posting.account_id == payable.id,
+            JournalEntry.kind != EntryKind.SETTLEMENT,
+            JournalEntry.created_at < end,
+        )
+    )
+    taken = session.scalar(
+        select(func.coalesce(func.sum(Posting.amount_fen), 0))
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .where(
+            Posting.account_id == payable.id,
+            JournalEntry.kind == EntryKind.SETTLEMENT,
+        )
+    )
+    # int(): PostgreSQL sums a bigint column into a numeric.
+    return int(earned) + int(taken)
+
+
 def settle_merchants(
     session: Session, day: dt.date, start: dt.datetime, end: dt.datetime
 ) -> list[MerchantStatement]:
@@ -167,13 +208,17 @@ def settle_merchants(
         merchant = session.scalar(
             select(Merchant).where(Merchant.code == statement.merchant)
         )
-        entry_id = None
-        if merchant is not None and statement.net_fen > 0:
-            postings: list[tuple[ledger.AccountLike, int]] = [
-                (merchant.payable, -(statement.net_fen + statement.fees_fen)),
-                (merchant.settled, statement.net_fen),
-            ]
-            if statement.fees_fen:
+        entry_id, paid_fen = None, 0
+        if merchant is not None:
+            # Locked so that two settlements of one merchant (two days caught up
+            # at once) cannot both count the same money as still owed.
+            lock_payable(session, merchant.payable)
+            fees_fen = statement.fees_fen
+            paid_fen = max(0, owed_to(session, merchant.payable, end) - fees_fen)
+            postings: list[tuple[ledger.AccountLike, int]] = []
+            if paid_fen:
+                postings.append((merchant.settled, paid_fen))
+            if fees_fen:
                 # The merchant bears the channels' fees on its own payments.
                 postings.append(
                     (
@@ -183,18 +228,20 @@ def settle_merchants(
                             AccountKind.FEES,
                             "channel fees charged to merchants",
                         ),
-                        statement.fees_fen,
+                        fees_fen,
                     )
                 )
-            entry_id = ledger.post_entry(
-                session,
-                kind=EntryKind.SETTLEMENT,
-                idempotency_ref=f"settlement:{statement.merchant}:{day.isoformat()}",
-                postings=postings,
-                order_ref=f"settle:{statement.merchant}:{day.isoformat()}"[:64],
-                memo=f"settlement of {day.isoformat()}",
-                created_by="reconciliation",
-            ).entry_id
+            if postings:
+                postings.append((merchant.payable, -(paid_fen + fees_fen)))
+                entry_id = ledger.post_entry(
+                    session,
+                    kind=EntryKind.SETTLEMENT,
+                    idempotency_ref=f"settlement:{statement.merchant}:{day.isoformat()}",
+                    postings=postings,
+                    order_ref=f"settle:{statement.merchant}:{day.isoformat()}"[:64],
+                    memo=f"settlement of {day.isoformat()}",
+                    created_by="reconciliation",
+                ).entry_id
         row = MerchantStatement(
             merchant=statement.merchant,
             day=day,
@@ -203,6 +250,7 @@ def settle_merchants(
             refunds_fen=statement.refunds_fen,
             fees_fen=statement.fees_fen,
             net_fen=statement.net_fen,
+            paid_fen=paid_fen,
             entry_id=entry_id,
         )
         session.add(row)
@@ -214,6 +262,7 @@ def settle_merchants(
                 "merchant": statement.merchant,
                 "day": str(day),
                 "net_fen": statement.net_fen,
+                "paid_fen": paid_fen,
                 "entry": entry_id,
             },
         )

@@ -246,6 +246,12 @@ class StatementOut(Schema):
     refunds_fen = fields.Integer()
     fees_fen = fields.Integer()
     net_fen = fields.Integer()
+    paid_fen = fields.Integer(
+        metadata={
+            "description": "what the payout moved: the net, less what the merchant "
+            "owed from refunds of takings already paid out (never negative)"
+        }
+    )
     entry_id = fields.Integer(
         allow_none=True, metadata={"description": "the payout's journal entry"}
     )

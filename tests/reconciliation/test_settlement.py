@@ -84,19 +84,31 @@ def test_a_day_of_takings_refunds_and_fees_settles_to_the_ledger(
     assert ledger.check_ledger(session) == []
 
 
-def test_a_day_of_more_refunds_than_takings_pays_nothing_out(
+def _on_day(session, refs: list[str], moment: dt.datetime) -> None:
+    """Stamp the named entries at ``moment``, as if posted then."""
+    entries = ledger.JournalEntry.__table__
+    session.execute(
+        entries.update()
+        .where(entries.c.idempotency_ref.in_(refs))
+        .values(created_at=moment)
+    )
+    session.commit()
+
+
+def test_a_day_of_more_refunds_than_takings_pays_nothing_and_is_owed(
     session, make_card, merchant
 ):
     card = make_card(balance_fen=5000)
+    start, end = _bounds()
+    yesterday = (start - dt.timedelta(days=1), start)
     pay_from_wallet(session, card.number, merchant, 1000, idempotency_ref="old")
     session.commit()
-    start, end = _bounds()
-    # Yesterday's takings sit in the payable; today only a refund happens.
-    session.execute(
-        ledger.JournalEntry.__table__.update().values(
-            created_at=start - dt.timedelta(hours=1)
-        )
+    _on_day(session, ["old"], start - dt.timedelta(hours=1))
+    (paid_yesterday,) = settle_merchants(
+        session, DAY - dt.timedelta(days=1), *yesterday
     )
+    session.commit()
+    # Today only a refund of yesterday's (paid out) takings happens.
     credit_wallet(
         session,
         card.number,
@@ -110,23 +122,29 @@ def test_a_day_of_more_refunds_than_takings_pays_nothing_out(
     (row,) = settle_merchants(session, DAY, start, end)
     session.commit()
 
+    assert paid_yesterday.paid_fen == 1000
     assert (row.gross_fen, row.refunds_fen, row.net_fen) == (0, 300, -300)
-    assert row.entry_id is None
+    assert row.paid_fen == 0 and row.entry_id is None
     session.refresh(merchant.payable)
-    assert merchant.payable.balance_fen == 700
+    assert merchant.payable.balance_fen == -300, "the merchant owes the refund"
+    assert ledger.check_ledger(session) == []
 
 
-def test_a_refund_after_the_payout_is_owed_by_the_merchant_and_netted_next_day(
+def test_a_refund_after_the_payout_is_recovered_from_the_next_payouts(
     session, make_card, merchant
 ):
-    card = make_card(balance_fen=5000)
+    card = make_card(balance_fen=9000)
+    start, end = _bounds()
+    days = [
+        (DAY + dt.timedelta(days=n), start + dt.timedelta(days=n),
+         end + dt.timedelta(days=n))
+        for n in range(3)
+    ]  # fmt: skip
     pay_from_wallet(session, card.number, merchant, 2000, idempotency_ref="lunch")
     session.commit()
-    start, end = _bounds()
-    settle_merchants(session, DAY, start, end)
+    first = settle_merchants(session, *days[0])
     session.commit()
-
-    # The next morning a cashier refunds yesterday's lunch: the payable is empty.
+    # The next day: yesterday's lunch refunded (already paid out), a supper sold.
     credit_wallet(
         session,
         card.number,
@@ -135,30 +153,48 @@ def test_a_refund_after_the_payout_is_owed_by_the_merchant_and_netted_next_day(
         kind=EntryKind.REFUND,
         idempotency_ref="refund:lunch",
     )
-    session.commit()
-    session.refresh(merchant.payable)
-    owed = merchant.payable.balance_fen
     pay_from_wallet(session, card.number, merchant, 1500, idempotency_ref="supper")
     session.commit()
-    later = (start + dt.timedelta(days=1), end + dt.timedelta(days=1))
-    session.execute(
-        ledger.JournalEntry.__table__.update()
-        .where(
-            ledger.JournalEntry.__table__.c.idempotency_ref.in_(
-                ["refund:lunch", "supper"]
-            )
-        )
-        .values(created_at=later[0] + dt.timedelta(hours=12))
-    )
+    _on_day(session, ["refund:lunch", "supper"], days[1][1] + dt.timedelta(hours=12))
+    second = settle_merchants(session, *days[1])
     session.commit()
-    (next_day,) = settle_merchants(session, DAY + dt.timedelta(days=1), *later)
+    # The third day's takings first pay back what the merchant still owes.
+    pay_from_wallet(session, card.number, merchant, 1000, idempotency_ref="dinner")
+    session.commit()
+    _on_day(session, ["dinner"], days[2][1] + dt.timedelta(hours=12))
+    third = settle_merchants(session, *days[2])
     session.commit()
 
-    assert owed == -2000, "the merchant owes the refunded lunch"
-    assert (next_day.gross_fen, next_day.refunds_fen) == (1500, 2000)
-    assert next_day.net_fen == -500 and next_day.entry_id is None
+    assert [row.net_fen for row in first + second + third] == [2000, -500, 1000]
+    assert [row.paid_fen for row in first + second + third] == [2000, 0, 500]
     session.refresh(merchant.payable)
-    assert merchant.payable.balance_fen == -500
+    session.refresh(merchant.settled)
+    assert merchant.payable.balance_fen == 0
+    assert merchant.settled.balance_fen == 2500, "paid what was sold and kept"
+    assert ledger.check_ledger(session) == []
+
+
+def test_a_day_settled_late_never_pays_again_what_a_later_day_paid(
+    session, make_card, merchant
+):
+    card = make_card(balance_fen=9000)
+    start, end = _bounds()
+    earlier = (DAY - dt.timedelta(days=1), start - dt.timedelta(days=1), start)
+    pay_from_wallet(session, card.number, merchant, 700, idempotency_ref="monday")
+    pay_from_wallet(session, card.number, merchant, 300, idempotency_ref="tuesday")
+    session.commit()
+    _on_day(session, ["monday"], start - dt.timedelta(hours=6))
+
+    # Tuesday is settled first (Monday's run had failed), then Monday is caught up.
+    (tuesday,) = settle_merchants(session, DAY, start, end)
+    session.commit()
+    (monday,) = settle_merchants(session, *earlier)
+    session.commit()
+
+    assert (tuesday.net_fen, tuesday.paid_fen) == (300, 1000)
+    assert (monday.net_fen, monday.paid_fen) == (700, 0)
+    session.refresh(merchant.settled)
+    assert merchant.settled.balance_fen == 1000
     assert ledger.check_ledger(session) == []
 
 
@@ -193,6 +229,7 @@ def test_a_refund_before_the_payout_does_not_stop_the_days_settlement(
     session.commit()
 
     assert sorted(row.net_fen for row in written) == [1000, 2000]
+    assert sorted(row.paid_fen for row in written) == [1000, 2000]
     assert all(row.entry_id for row in written), "every merchant is paid its day"
     session.refresh(merchant.payable)
     assert merchant.payable.balance_fen == -2000
