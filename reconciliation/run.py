@@ -27,6 +27,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from flask import current_app
@@ -184,29 +185,38 @@ def reconcile_day(
     start, end = day_bounds(day, settings.zone)
     report = progress or _no_progress
     try:
-        report(Phase.DOWNLOAD, 0, 1)
-        if bill is None:
-            bill = _download(channel, day, ready=now >= end + BILL_READY_AFTER)
-        elif bill.channel != channel or bill.day != day:
-            raise BillRejected(
-                f"given the {bill.channel} bill of {bill.day}", channel=channel, day=day
+        # The checksum and the kept copy of the file (a quarter of a GiB on a busy
+        # day) are hashlib's and the disk's work, done without the interpreter
+        # lock: a thread does them while our orders are read, and the bill's lines
+        # are read only once both are done.
+        with ThreadPoolExecutor(1, thread_name_prefix="keep-bill") as pool:
+            report(Phase.DOWNLOAD, 0, 1)
+            given = bill is not None
+            if bill is None:
+                bill = _download(channel, day, ready=now >= end + BILL_READY_AFTER)
+            elif bill.channel != channel or bill.day != day:
+                raise BillRejected(
+                    f"given the {bill.channel} bill of {bill.day}",
+                    channel=channel,
+                    day=day,
+                )
+            # The bill is read and matched in one pass, in memory; nothing is
+            # written until its last line and its summary have been checked.
+            lines: Iterable[BillLine] = ()
+            kept: Future[Path] | None = None
+            if bill is not None:
+                instance = Path(current_app.instance_path)
+                kept = pool.submit(_check_and_keep, bill, instance, check=given)
+                lines = _once_kept(kept, _lines(bill, channel, day), report)
+                if progress is not None:
+                    lines = _reporting(lines, _line_estimate(bill), progress)
+            else:
+                report(Phase.DOWNLOAD, 1, 1)
+            matched = _match(
+                channel, day, lines, start, end, fee_rate(settings, channel)
             )
-        elif hashlib.sha256(bill.content).hexdigest() != bill.sha256:
-            # The checksum is what the run records and the kept file is named by.
-            raise BillRejected(
-                "the bill given does not match its sha256", channel=channel, day=day
-            )
-        path = _keep(bill, Path(current_app.instance_path)) if bill else None
-        report(Phase.DOWNLOAD, 1, 1)
-        # The bill is read and matched in one pass, in memory; nothing is written
-        # until its last line and its summary have been checked.
-        lines: Iterable[BillLine] = ()
-        if bill is not None:
-            lines = _lines(bill, channel, day)
-            if progress is not None:
-                lines = _reporting(lines, _line_estimate(bill), progress)
-        matched = _match(channel, day, lines, start, end, fee_rate(settings, channel))
-        report(Phase.MATCH, matched.lines, matched.lines)
+            path = kept.result() if kept is not None else None
+            report(Phase.MATCH, matched.lines, matched.lines)
     except ReconciliationError as error:
         _fail(run.id, str(error))
         raise
@@ -322,6 +332,28 @@ def _download(channel: str, day: dt.date, *, ready: bool) -> Bill | None:
     except ChannelError as error:
         raise BillUnavailable(str(error), channel=channel, day=day) from error
     return bill
+
+
+def _check_and_keep(bill: Bill, instance: Path, *, check: bool) -> Path:
+    """Keep the bill, first checking it against its sha256 when ``check``."""
+    if check and hashlib.sha256(bill.content).hexdigest() != bill.sha256:
+        # The checksum is what the run records and the kept file is named by.
+        raise BillRejected(
+            "the bill given does not match its sha256",
+            channel=bill.channel,
+            day=bill.day,
+        )
+    return _keep(bill, instance)
+
+
+def _once_kept(
+    kept: Future[Path], lines: Iterable[BillLine], report: Progress
+) -> Iterator[BillLine]:
+    """``lines``, not one before the bill has been checked and kept (``kept``
+    raises ``BillRejected`` for a bill not matching its sha256)."""
+    kept.result()
+    report(Phase.DOWNLOAD, 1, 1)
+    yield from lines
 
 
 def _keep(bill: Bill, instance: Path) -> Path:
