@@ -48,9 +48,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> APIFlask:
     if settings.proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
+        # The client address and scheme only: the proxy passes Host on itself
+        # (``proxy_set_header Host``), and an X-Forwarded-Host it does not set
+        # would let the client choose the host of every external URL we build.
         hops = settings.proxy_hops
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=0
         )
     app.config.update(
         SECRET_KEY=settings.resolved_secret_key(),

@@ -8,7 +8,6 @@ says. Parsing never goes through ``float``.
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from flask_babel import lazy_gettext
 
@@ -17,6 +16,10 @@ from campus.errors import InvalidAmount
 # A single payment or top-up above a million yuan is a typo or an attack.
 ABSURD_FEN = 100_000_000
 
+_FULL_WIDTH = str.maketrans(
+    {chr(0xFF10 + digit): str(digit) for digit in range(10)}
+    | {"．": ".", "￥": "¥", "－": "-", "\u3000": " "}
+)
 _YUAN = re.compile(r"(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]*))?")
 
 
@@ -32,9 +35,10 @@ def parse_fen(
         raise InvalidAmount(lazy_gettext("An amount must be a number."))
     if isinstance(text, int):
         return check_fen(text, allow_zero=allow_zero, maximum=maximum)
-    # NFKC folds what a Chinese input method types in full width (１２．５０) into
-    # ASCII; other scripts' digits (٥٠) stay and are refused by [0-9].
-    cleaned = unicodedata.normalize("NFKC", text).strip().lstrip("¥").strip()
+    # What a Chinese input method types in full width (１２．５０, ￥, －) is read
+    # as ASCII; nothing else is folded, so other scripts' digits (٥٠) and look-alikes
+    # such as superscripts (1²) or circled digits (①) are refused by [0-9].
+    cleaned = text.translate(_FULL_WIDTH).strip().lstrip("¥").strip()
     if cleaned.startswith("-"):
         raise InvalidAmount(lazy_gettext("An amount cannot be negative."))
     match = _YUAN.fullmatch(cleaned)

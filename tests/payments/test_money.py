@@ -48,6 +48,8 @@ def test_parses_yuan_exactly(app, text, fen):
         "٥٠",  # Arabic-Indic digits: \d matches them, an amount does not
         "१२",  # Devanagari
         "－1",  # a full-width minus is still a minus
+        "1²",  # a superscript two is not a digit of an amount
+        "①②",
         True,
     ],
 )

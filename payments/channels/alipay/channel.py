@@ -37,7 +37,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import requests
@@ -542,8 +542,15 @@ class AlipayChannel(Channel):
                 f"the bill is offered at a foreign host: {url[:80]}"
             )
         with self._translated("bill_file", None):
-            response = requests.get(url, timeout=self.config.timeout_seconds)
+            # No redirects: the host check above must hold for the file itself.
+            response = requests.get(
+                bill_fetch_url(url),
+                timeout=self.config.timeout_seconds,
+                allow_redirects=False,
+            )
             response.raise_for_status()
+            if response.is_redirect:
+                raise AlipayUnavailable("the bill download redirects elsewhere")
         content = response.content
         try:
             with zipfile.ZipFile(io.BytesIO(content)) as archive:
@@ -775,12 +782,29 @@ class AlipayChannel(Channel):
 
 def bill_host_allowed(url: str, gateway_url: str) -> bool:
     """Whether ``url`` is where Alipay keeps bill files: an ``alipay.com`` host
-    (``dwbillcenter.alipay.com`` today), or the gateway's own host (the sandbox)."""
-    host = (urlsplit(url).hostname or "").lower()
-    if not host or urlsplit(url).scheme not in {"http", "https"}:
+    (``dwbillcenter.alipay.com`` today), or exactly the gateway's own scheme, host
+    and port (the sandbox)."""
+    parts, gateway = urlsplit(url), urlsplit(gateway_url)
+    host = (parts.hostname or "").lower()
+    if not host or parts.scheme not in {"http", "https"}:
         return False
-    return (
-        host == "alipay.com"
-        or host.endswith(".alipay.com")
-        or host == (urlsplit(gateway_url).hostname or "").lower()
+    if host == "alipay.com" or host.endswith(".alipay.com"):
+        return True
+    return (parts.scheme, host, parts.port) == (
+        gateway.scheme,
+        (gateway.hostname or "").lower(),
+        gateway.port,
     )
+
+
+def bill_fetch_url(url: str) -> str:
+    """The address to fetch: Alipay's hosts over https even when the answer says
+    http, since the file itself is unsigned and reconciliation repairs orders from
+    it (a man in the middle of a plain-HTTP download could otherwise credit one)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "http" and (
+        host == "alipay.com" or host.endswith(".alipay.com")
+    ):
+        return urlunsplit(parts._replace(scheme="https"))
+    return url

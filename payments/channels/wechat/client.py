@@ -277,6 +277,18 @@ def call(
                 channel=CHANNEL,
                 out_trade_no=out_trade_no,
             ) from error
+        if error.status == 401 and claimed == "SIGN_ERROR":
+            # WeChat Pay does not sign its refusal of our own signature: most
+            # likely our key or serial is wrong. Still nothing to trust about the
+            # order, but the person on call should look at our settings first.
+            logger.error("wechat_request_signature_refused", extra=failure)
+            raise ChannelUnavailable(
+                f"WeChat Pay refused the signature of our {operation} request "
+                "(SIGN_ERROR): check CAMPUS_WECHAT_PRIVATE_KEY_FILE and "
+                "CAMPUS_WECHAT_MERCHANT_SERIAL",
+                channel=CHANNEL,
+                out_trade_no=out_trade_no,
+            ) from error
         # Claims to be WeChat Pay's business answer without its signature: never
         # read as "no such order" or a refusal, which would end the order here.
         logger.error("wechat_answer_forged", extra=failure)

@@ -142,6 +142,7 @@ def test_the_config_is_frozen(alipay_keys):
         ("http://dwbillcenter.alipay.com/downloadBillFile.resource?x=1", True),
         ("https://openapi.alipay.com/bill.zip", True),
         ("http://127.0.0.1:5000/sandbox/alipay/bills/x.zip", True),
+        ("http://127.0.0.1:6379/", False),  # the gateway's host, another port
         ("http://169.254.169.254/latest/meta-data/", False),
         ("https://alipay.com.evil.example/bill.zip", False),
         ("file:///etc/passwd", False),
@@ -155,3 +156,13 @@ def test_a_bill_is_fetched_only_from_alipay_or_the_gateway_host(url, allowed):
         bill_host_allowed(url, "http://127.0.0.1:5000/sandbox/alipay/gateway.do")
         is allowed
     )
+
+
+def test_an_alipay_bill_offered_over_http_is_fetched_over_https():
+    from payments.channels.alipay.channel import bill_fetch_url
+
+    offered = "http://dwbillcenter.alipay.com/downloadBillFile.resource?bizType=trade"
+
+    assert bill_fetch_url(offered) == offered.replace("http://", "https://", 1)
+    sandbox = "http://127.0.0.1:5000/sandbox/alipay/bills/x.zip"
+    assert bill_fetch_url(sandbox) == sandbox

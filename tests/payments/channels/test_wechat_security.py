@@ -215,6 +215,23 @@ def test_an_unsigned_error_page_from_a_proxy_is_unavailable(
     assert not isinstance(unavailable.value, ForgedResponse | ChannelRejected)
 
 
+def test_an_unsigned_sign_error_points_at_our_own_key(
+    make_wechat_channel, impostor: Impostor, caplog
+) -> None:
+    # WeChat Pay does not sign its refusal of our signature: our key or serial is
+    # the likely fault, and the order's outcome is unknown, not forged.
+    wechat = make_wechat_channel("public_key", gateway_url=impostor.server.url)
+    impostor.status = 401
+    impostor.payload = {"code": "SIGN_ERROR", "message": "签名错误"}
+
+    with pytest.raises(ChannelUnavailable) as unavailable:
+        wechat.query("X1")
+
+    assert not isinstance(unavailable.value, ForgedResponse | ChannelRejected)
+    assert "CAMPUS_WECHAT_PRIVATE_KEY_FILE" in str(unavailable.value)
+    assert any(r.message == "wechat_request_signature_refused" for r in caplog.records)
+
+
 def test_a_bill_download_url_off_our_gateway_is_refused(
     make_wechat_channel,
     impostor: Impostor,
