@@ -486,7 +486,7 @@ def reverse_entry(
 ) -> Posted:
     """Undo ``entry`` with a second entry of the opposite postings; never an edit.
     Reversing twice posts once. Raises ``InsufficientFunds`` when the money has
-    already left a wallet or payable since."""
+    already left a wallet since (a merchant payable may go negative)."""
     return post_entry(
         session,
         kind=EntryKind.REVERSAL,

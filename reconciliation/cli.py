@@ -14,6 +14,7 @@ A cron line or systemd timer for deployments with ``CAMPUS_SCHEDULER=off``
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ from reconciliation.run import (
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
+
+logger = logging.getLogger(__name__)
 
 reconcile_cli = AppGroup("reconcile", help="Reconcile against the channels' bills.")
 
@@ -119,7 +122,7 @@ def run_command(
         sys.exit(1)
 
 
-def _settle(day: dt.date) -> None:
+def _settle(day: dt.date, *, quiet: bool = False) -> None:
     from campus.database import db
     from reconciliation.run import day_bounds
     from reconciliation.settlement import settle_merchants
@@ -128,7 +131,7 @@ def _settle(day: dt.date) -> None:
     start, end = day_bounds(day, settings.zone)
     with db.transaction() as session:
         statements = settle_merchants(session, day, start, end)
-        for statement in statements:
+        for statement in [] if quiet else statements:
             click.echo(
                 f"{statement.merchant} {day}: gross {statement.gross_fen}, refunds "
                 f"{statement.refunds_fen}, fees {statement.fees_fen}, net "
@@ -151,16 +154,22 @@ def nightly(day: dt.date | None = None) -> bool:
     # The service clock: the sandbox's movable one in the embedded default.
     today = clock.now().astimezone(settings.zone).date()
     if day is not None:
-        days = [day]
+        window, to_run = [day], {day}
     else:
-        days = days_to_run(
-            today, look_back=settings.reconcile_hold_days, channels=CHANNELS
-        )
+        look_back = max(settings.reconcile_hold_days, 1)
+        window = [today - dt.timedelta(days=n) for n in range(look_back, 0, -1)]
+        to_run = set(days_to_run(today, look_back=look_back, channels=CHANNELS))
     ok = True
-    for day in days:
-        if _run(day, CHANNELS):
-            _settle(day)
-        else:
+    for each in window:
+        if each in to_run and not _run(each, CHANNELS):
+            ok = False
+            continue
+        # A finished day is settled again too: settling changes nothing where the
+        # statements exist, and finishes a night whose settlement failed.
+        try:
+            _settle(each, quiet=each not in to_run)
+        except Exception:  # one day's failure must not stop the others
+            logger.exception("settlement_failed", extra={"day": each.isoformat()})
             ok = False
     return ok
 

@@ -16,7 +16,8 @@ channel_only         clearing → suspense: money the channel holds for us whose
                      owner finance will find (a refund or a late credit follows)
                                         nothing: the channel is expected to reverse
 ours_only            our entry reversed (the money never arrived), into suspense if
-status_mismatch      the wallet or payable has spent it since
+status_mismatch      the wallet has spent it since (a paid-out merchant payable goes
+                     negative and its next payouts recover it)
                                         nothing: the channel's line is expected
 amount_mismatch      the difference between clearing and suspense
                                         nothing

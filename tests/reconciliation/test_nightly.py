@@ -108,3 +108,29 @@ def test_a_night_with_every_recent_day_finished_reconciles_only_yesterday(
     assert ran == {_day(1), _day(2), _day(3)}
     assert f"wechat {_day(1)}: finished" in result.output
     assert str(_day(2)) not in result.output and str(_day(3)) not in result.output
+
+
+def test_a_finished_day_whose_settlement_failed_is_settled_by_the_next_night(
+    live_app, session, make_card, merchant
+):
+    # Both channels finished day -2, but its settlement never committed.
+    session.add_all([_run_row(c, 2, RunState.FINISHED) for c in ("wechat", "alipay")])
+    card = make_card(balance_fen=5000)
+    pay_from_wallet(session, card.number, merchant, 800, idempotency_ref="unsettled")
+    session.execute(
+        ledger.JournalEntry.__table__.update()
+        .where(ledger.JournalEntry.kind == ledger.EntryKind.PAYMENT)
+        .values(created_at=dt.datetime.combine(_day(2), dt.time(12), SHANGHAI))
+    )
+    session.commit()
+    live_app.sandbox.clock.set(dt.datetime.combine(TODAY, dt.time(10, 35), SHANGHAI))
+
+    first = _nightly(live_app)
+    second = _nightly(live_app)
+
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    session.rollback()
+    (statement,) = session.scalars(select(MerchantStatement))
+    assert (statement.day, statement.paid_fen) == (_day(2), 800)
+    assert _runs(session)[("wechat", _day(2))] == ("finished", 1)
