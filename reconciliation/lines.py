@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from reconciliation.bills.alipay import REFUND as ALIPAY_REFUND
@@ -99,11 +99,21 @@ def wechat_lines(bill: WechatBill) -> Iterator[BillLine]:
         )
 
 
-def wechat_bill_lines(content: bytes | str) -> Iterator[BillLine]:
+Take = Callable[[str, str, int, int], bool]
+"""``take(out_trade_no, transaction_id, amount_fen, fee_fen)``: whether a paid
+payment line was dealt with as it stands, so that no ``BillLine`` is built for it
+(``DayMatch.take_paid``)."""
+
+
+def wechat_bill_lines(
+    content: bytes | str, take: Take | None = None
+) -> Iterator[BillLine | None]:
     """The same lines as ``wechat_lines(parse_trade_bill(content))``, read one at a
     time without the full rows: what a nightly run over a million lines uses.
-    Raises ``BillFormatError`` as ``read_trade_bill`` does, possibly only at the
-    end: act on none of the lines until the iteration has finished."""
+    Each paid payment line is first offered to ``take``; for one it takes, None
+    comes in place of the line (so that a count of what comes is still one of
+    rows). Raises ``BillFormatError`` as ``read_trade_bill`` does, possibly only
+    at the end: act on none of the lines until the iteration has finished."""
     refund_states = _WECHAT_REFUND_STATES
     states = _WECHAT_STATES
     payment, refund, paid = LineKind.PAYMENT, LineKind.REFUND, ChannelState.PAID
@@ -143,14 +153,23 @@ def wechat_bill_lines(content: bytes | str) -> Iterator[BillLine]:
                 ),
             )
         else:
+            state = states.get(trade_state.upper(), paid)
+            amount_fen = order_fen or settled_fen
+            if (
+                state is paid
+                and take is not None
+                and take(out_trade_no, transaction_id, amount_fen, fee_fen)
+            ):
+                yield None
+                continue
             yield make(
                 BillLine,
                 (
                     payment,
-                    states.get(trade_state.upper(), paid),
+                    state,
                     out_trade_no,
                     transaction_id,
-                    order_fen or settled_fen,
+                    amount_fen,
                     fee_fen,
                     traded_at,
                     "",

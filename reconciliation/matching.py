@@ -279,7 +279,42 @@ class DayMatch:
         number, fee charged) and refund (our refund number, fee given back)."""
         self._charged = self._expected = self._charged_lines = 0
 
+    def take_paid(
+        self, out_trade_no: str, transaction_id: str, amount_fen: int, fee_fen: int
+    ) -> bool:
+        """Count a paid payment line (its number, transaction, amount and fee) that
+        matches one of the day's own orders, as ``add`` would, without the line
+        being built: nearly every line of a day is one. False, and nothing
+        counted, for any other: that line goes to ``add``."""
+        order = self._paid.get(out_trade_no)
+        if (
+            order is None
+            or order.state != "paid"
+            or order.amount_fen != amount_fen
+            or (order.transaction_id and order.transaction_id != transaction_id)
+        ):
+            return False
+        # What _payment_finding calls matched, decided without the finding.
+        del self._paid[out_trade_no]
+        self.lines += 1
+        self.fee_fen += fee_fen
+        self._charged += fee_fen
+        self._expected += expected_fee_fen(amount_fen, self._rate)
+        self._charged_lines += 1
+        self.matched += 1
+        if order.merchant:
+            self.merchant_fees.append((out_trade_no, order.merchant, fee_fen))
+        return True
+
     def add(self, line: BillLine) -> None:
+        if (
+            line.kind is LineKind.PAYMENT
+            and line.state is ChannelState.PAID
+            and self.take_paid(
+                line.out_trade_no, line.transaction_id, line.amount_fen, line.fee_fen
+            )
+        ):
+            return
         self.lines += 1
         self.fee_fen += line.fee_fen
         if line.kind is LineKind.PAYMENT:
@@ -290,23 +325,6 @@ class DayMatch:
             order = self._paid.pop(line.out_trade_no, None)
             if order is None:
                 self._elsewhere.append(line)
-                return
-            if (
-                line.state is ChannelState.PAID
-                and order.state == "paid"
-                and order.amount_fen == line.amount_fen
-                and (
-                    not order.transaction_id
-                    or order.transaction_id == line.transaction_id
-                )
-            ):
-                # What _payment_finding calls matched, decided without building
-                # the finding: nearly every line of a day takes this way.
-                self.matched += 1
-                if order.merchant:
-                    self.merchant_fees.append(
-                        (line.out_trade_no, order.merchant, line.fee_fen)
-                    )
                 return
             if type(order) is DayOrder:
                 order = order.record(line.out_trade_no)

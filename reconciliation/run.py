@@ -54,7 +54,7 @@ from payments.channels.wechat.channel import DamagedBill
 from payments.orders import OrderRecord, RefundRecord, SettleOutcome
 from reconciliation.bills.alipay import MalformedBill, parse_alipay_bill
 from reconciliation.bills.wechat import BillFormatError
-from reconciliation.lines import BillLine, alipay_lines, wechat_bill_lines
+from reconciliation.lines import BillLine, Take, alipay_lines, wechat_bill_lines
 from reconciliation.matching import DayMatch, DayOrder, Finding, FindingKind
 from reconciliation.models import (
     Discrepancy,
@@ -202,16 +202,21 @@ def reconcile_day(
                 )
             # The bill is read and matched in one pass, in memory; nothing is
             # written until its last line and its summary have been checked.
-            lines: Iterable[BillLine] = ()
             kept: Future[Path] | None = None
             if bill is not None:
                 instance = Path(current_app.instance_path)
                 kept = pool.submit(_check_and_keep, bill, instance, check=given)
-                lines = _once_kept(kept, _lines(bill, channel, day), report)
-                if progress is not None:
-                    lines = _reporting(lines, _line_estimate(bill), progress)
             else:
                 report(Phase.DOWNLOAD, 1, 1)
+
+            def lines(take: Take) -> Iterable[BillLine | None]:
+                if bill is None or kept is None:
+                    return ()
+                read = _once_kept(kept, _lines(bill, channel, day, take), report)
+                if progress is not None:
+                    read = _reporting(read, _line_estimate(bill), progress)
+                return read
+
             matched = _match(
                 channel, day, lines, start, end, fee_rate(settings, channel)
             )
@@ -347,8 +352,8 @@ def _check_and_keep(bill: Bill, instance: Path, *, check: bool) -> Path:
 
 
 def _once_kept(
-    kept: Future[Path], lines: Iterable[BillLine], report: Progress
-) -> Iterator[BillLine]:
+    kept: Future[Path], lines: Iterable[BillLine | None], report: Progress
+) -> Iterator[BillLine | None]:
     """``lines``, not one before the bill has been checked and kept (``kept``
     raises ``BillRejected`` for a bill not matching its sha256)."""
     kept.result()
@@ -370,12 +375,15 @@ def _keep(bill: Bill, instance: Path) -> Path:
     return path
 
 
-def _lines(bill: Bill, channel: str, day: dt.date) -> Iterator[BillLine]:
-    """The bill's lines one at a time; ``BillRejected`` (at the latest after the
-    last line) when the bill is malformed or disagrees with its own summary."""
+def _lines(
+    bill: Bill, channel: str, day: dt.date, take: Take | None = None
+) -> Iterator[BillLine | None]:
+    """The bill's lines one at a time (None for a WeChat line ``take`` took);
+    ``BillRejected`` (at the latest after the last line) when the bill is
+    malformed or disagrees with its own summary."""
     try:
         if channel == "wechat":
-            yield from wechat_bill_lines(bill.content)
+            yield from wechat_bill_lines(bill.content, take)
             return
         parsed = parse_alipay_bill(bill.content)
         if not parsed.totals_match_summary():
@@ -397,8 +405,8 @@ def _line_estimate(bill: Bill) -> int:
 
 
 def _reporting(
-    lines: Iterable[BillLine], estimate: int, progress: Progress
-) -> Iterator[BillLine]:
+    lines: Iterable[BillLine | None], estimate: int, progress: Progress
+) -> Iterator[BillLine | None]:
     for number, line in enumerate(lines, 1):
         if number % PROGRESS_EVERY == 0:
             progress(Phase.MATCH, number, max(estimate, number))
@@ -473,11 +481,13 @@ class _Matched:
 def _match(
     channel: str,
     day: dt.date,
-    lines: Iterable[BillLine],
+    lines: Callable[[Take], Iterable[BillLine | None]],
     start: dt.datetime,
     end: dt.datetime,
     fee_rate_per_10000: int,
 ) -> _Matched:
+    """Match the bill's ``lines(take)``, ``take`` counting the lines that match
+    one of the day's own orders as they are read."""
     session = db.session()
     # Loading and matching a day keeps a million tuples alive (the day's orders)
     # and makes as many short-lived ones; none forms a cycle, yet the collector
@@ -499,8 +509,10 @@ def _match(
             if out_refund_no in refunded:
                 refunded[out_refund_no] = refund
         matcher = DayMatch(paid, refunded, fee_rate_per_10000)
-        for line in lines:
-            matcher.add(line)
+        add = matcher.add
+        for line in lines(matcher.take_paid):
+            if line is not None:
+                add(line)
         del paid, refunded
         lookup, lookup_refund = _lookup_order(session), _lookup_refund(session)
         # Only now, the bill being whole: the lines of orders not paid that day.

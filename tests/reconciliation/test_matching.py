@@ -298,3 +298,32 @@ def test_the_days_orders_read_lean_sort_as_their_full_records_do():
         "C": 1000,
         "D": 1000,
     }
+
+
+def test_lines_taken_as_they_are_read_sort_as_lines_added_do():
+    lines = [
+        _line("A"),
+        _line("B", amount=900),
+        _line("C", state=ChannelState.REVERSED),
+        _line("E"),
+    ]
+    added = DayMatch({n: _order(n) for n in "ABCD"}, {}, 70)
+    taken = DayMatch({n: _order(n) for n in "ABCD"}, {}, 70)
+
+    for line in lines:
+        added.add(line)
+        if line.state is not ChannelState.PAID or not taken.take_paid(
+            line.out_trade_no, line.transaction_id, line.amount_fen, line.fee_fen
+        ):
+            taken.add(line)
+
+    found = taken.finish(lambda number: None, lambda number: None)
+    assert _kinds(found) == _kinds(added.finish(lambda n: None, lambda n: None))
+    assert _kinds(found)["fees"] == (FindingKind.FEE_MISMATCH, False)
+    assert (taken.lines, taken.matched, taken.fee_fen, taken.merchant_fees) == (
+        added.lines,
+        added.matched,
+        added.fee_fen,
+        added.merchant_fees,
+    )
+    assert taken.matched == 1
