@@ -100,7 +100,7 @@ class TopUp(Base):
     checkout: Mapped[str | None] = mapped_column(Text)
     """What the payer's device was given (JSON): shown again on the result page."""
     failure: Mapped[str | None] = mapped_column(String(255))
-    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     """Set when the channel reported something we would not act on by ourselves
     (a payment for a closed order, a different amount); reconciliation lists it."""
     review_reason: Mapped[str | None] = mapped_column(String(255))

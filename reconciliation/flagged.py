@@ -41,8 +41,9 @@ class FlaggedOrder:
 
 
 def flagged_orders(session: Session, limit: int = LIMIT) -> list[FlaggedOrder]:
-    # TODO: neither table indexes needs_review, so each read scans its table;
-    # payments would add the index (and a way to clear a flag once handled).
+    # A flag stays until someone changes the order: payments has no way yet to
+    # mark one handled, so handled orders keep being listed (it would take a
+    # "reviewed by, when, why" on each order and a button here).
     top_ups = session.scalars(
         select(TopUp)
         .where(TopUp.needs_review.is_(True))

@@ -124,7 +124,7 @@ class PosPayment(Base):
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
     claimed_until: Mapped[dt.datetime | None]
     """Lease of the stale-payment job (or a live request) working on it."""
-    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     review_reason: Mapped[str | None] = mapped_column(String(255))
 
     merchant: Mapped[Merchant] = relationship()
