@@ -1,11 +1,12 @@
 """Wallet payments per second through the signed terminal API, against raw psycopg.
 
 Our side: ``POST /api/terminal/payments`` (a card tap, 1 fen) over HTTP to the real
-app served by waitress, 32 concurrent terminals each with its own key, every request
-signed (HMAC, timestamp, fresh nonce) and verified, the nonce remembered, the payment
-recorded, the wallet debited to the merchant's payable, all on PostgreSQL. The app
-runs as two waitress processes of sixteen threads (as a real deployment runs several
-workers); the terminals are threads in four client processes.
+app served by gunicorn as the README's production section runs it (four worker
+processes of eight threads), 32 concurrent terminals each with its own key and
+keep-alive connection, every request signed (HMAC, timestamp, fresh nonce) and
+verified, the nonce remembered, the payment recorded, the wallet debited to the
+merchant's payable, all on PostgreSQL. The terminals are threads in four client
+processes.
 
 The raw side: 32 workers (processes of threads) with psycopg connections running the
 same SQL as the service for one payment, in the same run on the same database: one
@@ -16,7 +17,7 @@ once per worker, as the service keeps them per process. No HTTP, no signature, n
 ORM.
 
 Two measurements of our side, after two seconds of payments that are not counted
-(each server opens its pooled connections and prepares its statements, as each raw
+(each worker opens its pooled connections and prepares its statements, as each raw
 worker connects and reads its terminal before its clock starts):
 
 * **Closed loop (throughput).** Each of the 32 terminals pays again as soon as it has
@@ -59,7 +60,9 @@ import tempfile
 import threading
 import time
 import uuid
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -76,13 +79,15 @@ TERMINALS = 32
 MERCHANTS = 8
 PROCESSES = 4
 """Client processes (eight terminals each)."""
-SERVERS = 2
-"""waitress processes, sixteen threads each."""
+WORKERS = 4
+THREADS = 8
+"""gunicorn worker processes and threads per process (README, production)."""
 WARM_UP_SECONDS = 2
 """Payments before our side's clock starts (connections, statement caches)."""
 BALANCE_FEN = 10**12
 AMOUNT_FEN = 1
 P99_GOAL_MS = 50
+PAY_PATH = "/api/terminal/payments"
 
 
 def create_database() -> str:
@@ -173,20 +178,38 @@ def prepare(url: str, instance: Path):  # type: ignore[no-untyped-def]
     return app, terminals
 
 
-# -- our side: waitress + the signed API ------------------------------------------
+# -- our side: gunicorn + the signed API ------------------------------------------
 
 
-def serve(url: str, instance: str, port: int, threads: int) -> None:
+def serve(url: str, instance: str, port: int) -> None:
+    """The app under gunicorn as the README's production section runs it:
+    ``WORKERS`` processes of ``THREADS`` threads, keep-alive connections."""
     import logging
 
-    import waitress
+    from gunicorn.app.base import BaseApplication
 
     logging.disable(logging.INFO)
-    from campus.database import db, make_engine
 
-    app = _app(url, Path(instance))
-    db.bind(make_engine(url, pool_size=threads + 2, max_overflow=0))
-    waitress.serve(app, host="127.0.0.1", port=port, threads=threads, _quiet=True)
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for name, value in {
+                "bind": f"127.0.0.1:{port}",
+                "workers": WORKERS,
+                "threads": THREADS,
+                "worker_class": "gthread",
+                "keepalive": 60,
+                "loglevel": "warning",
+            }.items():
+                self.cfg.set(name, value)
+
+        def load(self):  # type: ignore[no-untyped-def]
+            from campus.database import db, make_engine
+
+            app = _app(url, Path(instance))
+            db.bind(make_engine(url, pool_size=THREADS + 2, max_overflow=0))
+            return app
+
+    Server().run()
 
 
 def _free_port() -> int:
@@ -200,7 +223,7 @@ def _wait_until_up(base: str) -> None:
         try:
             requests.get(base + "/healthz", timeout=1)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.1)
     raise SystemExit(f"server at {base} did not start")
 
@@ -213,11 +236,17 @@ def http_terminal(
     interval: float | None = None,
 ) -> None:
     """Pay back to back (``interval`` None), or once every ``interval`` seconds
-    from a random start, timing each payment from its scheduled moment."""
+    from a random start, timing each payment from its scheduled moment.
+
+    A terminal is a plain keep-alive HTTP/1.1 connection (``http.client``), as a
+    POS device's firmware is: the terminals share the service's two cores here,
+    and a heavier client (``requests`` costs about a millisecond of CPU a
+    request) would be measured as the service's slowness."""
     from payments.pos.terminal_auth import sign
 
     key_id, secret, card = terminal
-    http = requests.Session()
+    address = urlsplit(base)
+    http = HTTPConnection(address.hostname, address.port, timeout=30)
     latencies, failures = [], 0
     start = time.perf_counter()
     deadline = start + seconds
@@ -236,21 +265,23 @@ def http_terminal(
                 "card_number": card,
             }
         ).encode()
-        headers = sign(secret, "POST", "/api/terminal/payments", body, key_id=key_id)
+        headers = sign(secret, "POST", PAY_PATH, body, key_id=key_id)
         headers["Content-Type"] = "application/json"
         started = scheduled if interval is not None else time.perf_counter()
         try:
-            answer = http.post(
-                base + "/api/terminal/payments", data=body, headers=headers, timeout=30
-            )
-            paid = answer.status_code == 200 and answer.json()["state"] == "succeeded"
-        except (requests.RequestException, ValueError, KeyError):
+            http.request("POST", PAY_PATH, body=body, headers=headers)
+            answer = http.getresponse()
+            content = answer.read()
+            paid = answer.status == 200 and json.loads(content)["state"] == "succeeded"
+        except (OSError, HTTPException, ValueError, KeyError):
             # No answer, or not a payment's: a failed request like any other.
             paid = False
+            http.close()
         latencies.append(time.perf_counter() - started)
         failures += not paid
         if interval is not None:
             scheduled += interval
+    http.close()
     results.append((latencies, failures))
 
 
@@ -470,24 +501,19 @@ def main() -> None:
         raw = measure("raw", [url], terminals, seconds)
 
         context = multiprocessing.get_context("spawn")
-        bases = []
-        for _ in range(SERVERS):
-            port = _free_port()
-            server = context.Process(
-                target=serve,
-                args=(url, str(instance), port, TERMINALS // SERVERS),
-                daemon=True,
-            )
-            server.start()
-            servers.append(server)
-            bases.append(f"http://127.0.0.1:{port}")
-        for base in bases:
-            _wait_until_up(base)
+        port = _free_port()
+        server = context.Process(
+            target=serve, args=(url, str(instance), port), daemon=True
+        )
+        server.start()
+        servers.append(server)
+        bases = [f"http://127.0.0.1:{port}"]
+        _wait_until_up(bases[0])
         # Not counted: each server opens its pooled connections and prepares its
         # statements, as the raw workers connect before their clock starts.
         measure("service", bases, terminals, WARM_UP_SECONDS)
         ours = measure("service", bases, terminals, seconds)
-        # After the closed loop, so that both servers are warm, as at lunch.
+        # After the closed loop, so that every worker is warm, as at lunch.
         lunch = measure("service", bases, terminals, open_seconds, interval)
         check(app)
     finally:
