@@ -453,7 +453,7 @@ def _paid_between(
 
 def _paid_rows(
     session: Session, channel: str, start: dt.datetime, end: dt.datetime
-) -> Iterator[PaidRow]:
+) -> Iterator[list[PaidRow]]:
     return driver_rows(
         session,
         _paid(

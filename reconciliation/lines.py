@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any, NamedTuple
 
 from reconciliation.bills.alipay import REFUND as ALIPAY_REFUND
 from reconciliation.bills.alipay import AlipayBill
-from reconciliation.bills.wechat import WechatBill, read_trade_bill
+from reconciliation.bills.wechat import TradeEntry, WechatBill, read_trade_bill
 
 
 class LineKind(enum.StrEnum):
@@ -105,15 +106,24 @@ payment line was dealt with as it stands, so that no ``BillLine`` is built for i
 (``DayMatch.take_paid``)."""
 
 
+TakeAll = Callable[[Sequence[str], Sequence[str], Sequence[int], Sequence[int]], int]
+"""``take_all(numbers, transactions, amounts, fees)``: ``take`` for lines side by
+side, in order, up to the first not taken; how many were
+(``DayMatch.take_paid_all``)."""
+
+
 def wechat_bill_lines(
-    content: bytes | str, take: Take | None = None
-) -> Iterator[BillLine | None]:
+    content: bytes | str | Iterable[TradeEntry], take: Take | None = None
+) -> Iterator[BillLine | int]:
     """The same lines as ``wechat_lines(parse_trade_bill(content))``, read one at a
     time without the full rows: what a nightly run over a million lines uses.
-    Each paid payment line is first offered to ``take``; for one it takes, None
-    comes in place of the line (so that a count of what comes is still one of
-    rows). Raises ``BillFormatError`` as ``read_trade_bill`` does, possibly only
-    at the end: act on none of the lines until the iteration has finished."""
+    ``content`` may also be ``read_trade_bill``'s entries, read elsewhere.
+    Each paid payment line is first offered to ``take``; for one it takes, 1
+    comes in place of the line (the count of lines it stands for, so that the
+    lines that come still count the bill's rows). Raises ``BillFormatError`` as
+    ``read_trade_bill`` does, possibly only at the end: act on none of the lines
+    until the iteration has finished."""
+    entries = read_trade_bill(content) if isinstance(content, bytes | str) else content
     refund_states = _WECHAT_REFUND_STATES
     states = _WECHAT_STATES
     payment, refund, paid = LineKind.PAYMENT, LineKind.REFUND, ChannelState.PAID
@@ -133,7 +143,7 @@ def wechat_bill_lines(
         refund_state,
         fee_fen,
         order_fen,
-    ) in read_trade_bill(content):
+    ) in entries:
         if trade_state == "REFUND":
             yield make(
                 BillLine,
@@ -160,7 +170,7 @@ def wechat_bill_lines(
                 and take is not None
                 and take(out_trade_no, transaction_id, amount_fen, fee_fen)
             ):
-                yield None
+                yield 1
                 continue
             yield make(
                 BillLine,
@@ -177,6 +187,45 @@ def wechat_bill_lines(
                     line,
                 ),
             )
+
+
+def wechat_column_lines(
+    batches: Iterable[Sequence[Sequence[Any]]], take: Take, take_all: TakeAll
+) -> Iterator[BillLine | int]:
+    """``wechat_bill_lines`` for entries that come in batches by column (a forked
+    reader's, ``bills.forked``), giving the count of lines taken at the head of a
+    batch as one number.
+
+    A batch of nothing but paid payment lines with an order amount each, the
+    whole of a quiet day, is offered to ``take_all`` first; from the first line
+    it does not take (every line of any other batch), the lines go one by one as
+    in ``wechat_bill_lines``. So ``take`` and the caller's handling of the lines
+    see exactly what they see there, in the same order, but nearly a whole
+    night's million is counted without a line of Python run for each."""
+    offered = _Offered()
+    for columns in batches:
+        states, orders = columns[4], columns[11]
+        taken = 0
+        if all(orders) and all(map(offered.__getitem__, states)):
+            taken = take_all(columns[3], columns[2], orders, columns[10])
+            if taken:
+                yield taken
+        if taken < len(states):
+            rest = zip(*columns, strict=True)
+            yield from wechat_bill_lines(islice(rest, taken, None), take)
+
+
+class _Offered(dict[str, bool]):
+    """Whether a trade state makes a payment line ``take`` is offered, as
+    ``wechat_bill_lines`` decides it, worked out once a state."""
+
+    def __missing__(self, trade_state: str) -> bool:
+        self[trade_state] = offered = (
+            trade_state != "REFUND"
+            and _WECHAT_STATES.get(trade_state.upper(), ChannelState.PAID)
+            is ChannelState.PAID
+        )
+        return offered
 
 
 def alipay_lines(bill: AlipayBill) -> Iterator[BillLine]:

@@ -52,10 +52,25 @@ from payments.channels.base import (
 )
 from payments.channels.wechat.channel import DamagedBill
 from payments.orders import OrderRecord, RefundRecord, SettleOutcome
+from reconciliation.bills import forked
 from reconciliation.bills.alipay import MalformedBill, parse_alipay_bill
+from reconciliation.bills.forked import ForkedTradeBill
 from reconciliation.bills.wechat import BillFormatError
-from reconciliation.lines import BillLine, Take, alipay_lines, wechat_bill_lines
-from reconciliation.matching import DayMatch, DayOrder, Finding, FindingKind
+from reconciliation.lines import (
+    BillLine,
+    Take,
+    TakeAll,
+    alipay_lines,
+    wechat_bill_lines,
+    wechat_column_lines,
+)
+from reconciliation.matching import (
+    DayMatch,
+    DayOrder,
+    Finding,
+    FindingKind,
+    day_orders,
+)
 from reconciliation.models import (
     Discrepancy,
     DiscrepancyStatus,
@@ -91,6 +106,10 @@ Progress = Callable[[Phase, int, int], None]
 is not known yet."""
 
 PROGRESS_EVERY = 10_000
+READ_ASIDE_BYTES = 16 << 20
+"""A WeChat bill this big (about 60,000 lines) or bigger is read by a forked child
+while the day's orders load (``bills.forked``); a smaller one reads faster here
+than a fork costs."""
 """Lines matched between two reports of progress."""
 
 
@@ -208,18 +227,35 @@ def reconcile_day(
                 kept = pool.submit(_check_and_keep, bill, instance, check=given)
             else:
                 report(Phase.DOWNLOAD, 1, 1)
+            # A big WeChat bill is read by a forked child while our orders load
+            # here; its entries are used only once the bill has been checked and
+            # kept, as those read here would be.
+            aside = (
+                ForkedTradeBill(bill.content)
+                if bill is not None
+                and channel == "wechat"
+                and len(bill.content) >= READ_ASIDE_BYTES
+                and forked.available()
+                else None
+            )
 
-            def lines(take: Take) -> Iterable[BillLine | None]:
+            def lines(take: Take, take_all: TakeAll) -> Iterable[BillLine | int]:
                 if bill is None or kept is None:
                     return ()
-                read = _once_kept(kept, _lines(bill, channel, day, take), report)
+                read = _once_kept(
+                    kept, _lines(bill, channel, day, take, take_all, aside), report
+                )
                 if progress is not None:
                     read = _reporting(read, _line_estimate(bill), progress)
                 return read
 
-            matched = _match(
-                channel, day, lines, start, end, fee_rate(settings, channel)
-            )
+            try:
+                matched = _match(
+                    channel, day, lines, start, end, fee_rate(settings, channel)
+                )
+            finally:
+                if aside is not None:
+                    aside.close()
             path = kept.result() if kept is not None else None
             report(Phase.MATCH, matched.lines, matched.lines)
     except ReconciliationError as error:
@@ -352,8 +388,8 @@ def _check_and_keep(bill: Bill, instance: Path, *, check: bool) -> Path:
 
 
 def _once_kept(
-    kept: Future[Path], lines: Iterable[BillLine | None], report: Progress
-) -> Iterator[BillLine | None]:
+    kept: Future[Path], lines: Iterable[BillLine | int], report: Progress
+) -> Iterator[BillLine | int]:
     """``lines``, not one before the bill has been checked and kept (``kept``
     raises ``BillRejected`` for a bill not matching its sha256)."""
     kept.result()
@@ -376,14 +412,23 @@ def _keep(bill: Bill, instance: Path) -> Path:
 
 
 def _lines(
-    bill: Bill, channel: str, day: dt.date, take: Take | None = None
-) -> Iterator[BillLine | None]:
-    """The bill's lines one at a time (None for a WeChat line ``take`` took);
-    ``BillRejected`` (at the latest after the last line) when the bill is
-    malformed or disagrees with its own summary."""
+    bill: Bill,
+    channel: str,
+    day: dt.date,
+    take: Take | None = None,
+    take_all: TakeAll | None = None,
+    aside: ForkedTradeBill | None = None,
+) -> Iterator[BillLine | int]:
+    """The bill's lines one at a time (for WeChat lines ``take`` or ``take_all``
+    took, how many), from the entries ``aside`` read when given; ``BillRejected``
+    (at the latest after the last line) when the bill is malformed or disagrees
+    with its own summary."""
     try:
         if channel == "wechat":
-            yield from wechat_bill_lines(bill.content, take)
+            if aside is not None and take is not None and take_all is not None:
+                yield from wechat_column_lines(aside.batches(), take, take_all)
+            else:
+                yield from wechat_bill_lines(bill.content, take)
             return
         parsed = parse_alipay_bill(bill.content)
         if not parsed.totals_match_summary():
@@ -391,6 +436,8 @@ def _lines(
         yield from alipay_lines(parsed)
     except (BillFormatError, MalformedBill) as error:
         raise BillRejected(str(error), channel=channel, day=day) from error
+    except forked.ReaderFailed as error:
+        raise ReconciliationError(str(error), channel=channel, day=day) from error
 
 
 def _no_progress(phase: Phase, done: int, total: int) -> None:
@@ -405,11 +452,15 @@ def _line_estimate(bill: Bill) -> int:
 
 
 def _reporting(
-    lines: Iterable[BillLine | None], estimate: int, progress: Progress
-) -> Iterator[BillLine | None]:
-    for number, line in enumerate(lines, 1):
-        if number % PROGRESS_EVERY == 0:
-            progress(Phase.MATCH, number, max(estimate, number))
+    lines: Iterable[BillLine | int], estimate: int, progress: Progress
+) -> Iterator[BillLine | int]:
+    done, next_report = 0, PROGRESS_EVERY
+    for line in lines:
+        # A number stands for that many lines taken.
+        done += line if type(line) is int else 1
+        if done >= next_report:
+            progress(Phase.MATCH, done, max(estimate, done))
+            next_report = (done // PROGRESS_EVERY + 1) * PROGRESS_EVERY
         yield line
 
 
@@ -417,18 +468,10 @@ def _ours(
     session: Session, channel: str, start: dt.datetime, end: dt.datetime
 ) -> tuple[dict[str, OrderRecord | DayOrder], dict[str, RefundRecord]]:
     paid: dict[str, OrderRecord | DayOrder] = {}
-    # tuple.__new__ skips the named tuple's own __new__, a Python function that
-    # costs more than the tuple, a million times a night.
-    make = tuple.__new__
     for kind in orders.order_kinds():
         if kind.paid_rows is not None:
-            name = kind.name
-            for number, amount_fen, transaction_id, merchant in kind.paid_rows(
-                session, channel, start, end
-            ):
-                paid[number] = make(
-                    DayOrder, (name, channel, amount_fen, transaction_id, merchant)
-                )
+            for rows in kind.paid_rows(session, channel, start, end):
+                day_orders(paid, rows, kind.name, channel)
         elif kind.paid_between is not None:
             for record in kind.paid_between(session, channel, start, end):
                 paid[record.out_trade_no] = record
@@ -481,13 +524,14 @@ class _Matched:
 def _match(
     channel: str,
     day: dt.date,
-    lines: Callable[[Take], Iterable[BillLine | None]],
+    lines: Callable[[Take, TakeAll], Iterable[BillLine | int]],
     start: dt.datetime,
     end: dt.datetime,
     fee_rate_per_10000: int,
 ) -> _Matched:
-    """Match the bill's ``lines(take)``, ``take`` counting the lines that match
-    one of the day's own orders as they are read."""
+    """Match the bill's ``lines(take, take_all)``, ``take`` (a line at a time)
+    and ``take_all`` (a batch of them) counting the lines that match one of the
+    day's own orders as they are read."""
     session = db.session()
     # Loading and matching a day keeps a million tuples alive (the day's orders)
     # and makes as many short-lived ones; none forms a cycle, yet the collector
@@ -510,8 +554,9 @@ def _match(
                 refunded[out_refund_no] = refund
         matcher = DayMatch(paid, refunded, fee_rate_per_10000)
         add = matcher.add
-        for line in lines(matcher.take_paid):
-            if line is not None:
+        for line in lines(matcher.take_paid, matcher.take_paid_all):
+            # A number counts lines taken, already counted by the matcher.
+            if type(line) is not int:
                 add(line)
         del paid, refunded
         lookup, lookup_refund = _lookup_order(session), _lookup_refund(session)

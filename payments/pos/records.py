@@ -88,7 +88,7 @@ def paid_between(
 
 def paid_rows(
     session: Session, channel: str, start: dt.datetime, end: dt.datetime
-) -> Iterator[PaidRow]:
+) -> Iterator[list[PaidRow]]:
     return driver_rows(
         session,
         _paid(

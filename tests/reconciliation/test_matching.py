@@ -270,7 +270,7 @@ def test_a_matched_merchant_refund_keeps_the_fee_given_back_for_settlement():
 
 def test_the_days_orders_read_lean_sort_as_their_full_records_do():
     def lean(number, amount=1000):
-        return DayOrder("pos_payment", "wechat", amount, f"42{number}", "C1W01")
+        return DayOrder(number, amount, f"42{number}", "C1W01", "pos_payment", "wechat")
 
     lines = [
         _line("A"),

@@ -74,13 +74,26 @@ def _pay(live_app, student_browser, amount="50"):
     return _open_and_pay(live_app, browser, student_browser.card, amount)
 
 
+@pytest.fixture(params=["read_here", "read_by_a_forked_child"])
+def reading(request, monkeypatch):  # type: ignore[no-untyped-def]
+    """Both ways a WeChat bill is read: in the run's process (a small bill) or by
+    a forked child while the orders load (a big one, ``READ_ASIDE_BYTES``)."""
+    if request.param == "read_by_a_forked_child":
+        from reconciliation.bills import forked
+
+        if not forked.available():
+            pytest.skip("no fork here")
+        monkeypatch.setattr(run_module, "READ_ASIDE_BYTES", 0)
+    return request.param
+
+
 @pytest.fixture
 def shopper(live_app, student_browser):
     student_browser.browser = student_browser(DESKTOP)
     return student_browser
 
 
-def test_a_clean_day_is_all_matched(live_app, shopper, session, trading_day):
+def test_a_clean_day_is_all_matched(live_app, shopper, session, trading_day, reading):
     numbers = [_pay(live_app, shopper) for _ in range(3)]
     live_app.sandbox.outbox.deliver_due()
     _after_bills_are_ready(live_app, trading_day)
@@ -94,7 +107,7 @@ def test_a_clean_day_is_all_matched(live_app, shopper, session, trading_day):
 
 
 def test_a_lost_notification_is_repaired_and_a_late_one_credits_nothing(
-    live_app, shopper, session, trading_day
+    live_app, shopper, session, trading_day, reading
 ):
     card = shopper.card
     live_app.sandbox.faults.set("wechat", "notification", "delay")
@@ -141,7 +154,7 @@ def test_a_line_missing_from_the_bill_is_held_then_opened(
 
 
 def test_an_order_paid_at_midnight_waits_for_the_next_bill(
-    live_app, shopper, session, trading_day
+    live_app, shopper, session, trading_day, reading
 ):
     number = _pay(live_app, shopper)
     live_app.sandbox.outbox.deliver_due()
@@ -162,7 +175,7 @@ def test_an_order_paid_at_midnight_waits_for_the_next_bill(
 
 
 def test_a_changed_amount_is_an_amount_mismatch(
-    live_app, shopper, session, trading_day
+    live_app, shopper, session, trading_day, reading
 ):
     number = _pay(live_app, shopper)
     live_app.sandbox.outbox.deliver_due()

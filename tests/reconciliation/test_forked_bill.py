@@ -1,0 +1,112 @@
+"""A WeChat bill read by a forked child gives exactly what ``read_trade_bill`` gives
+here: the same entries in the same order, the same refusal, and a clear error when
+the child itself fails."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from reconciliation.bills import forked
+from reconciliation.bills.forked import ForkedTradeBill, ReaderFailed
+from reconciliation.bills.wechat import BillFormatError, read_trade_bill
+from tests.reconciliation.test_wechat_bill import (
+    HEADER,
+    PAID,
+    REFUND,
+    REVOKED,
+    SUMMARY,
+    SUMMARY_HEADER,
+    bill,
+)
+
+pytestmark = pytest.mark.skipif(not forked.available(), reason="no fork here")
+
+
+def _forked(content: bytes) -> list:
+    with ForkedTradeBill(content) as entries:
+        return list(entries)
+
+
+def test_the_child_gives_every_entry_read_here_in_batches(monkeypatch) -> None:
+    monkeypatch.setattr(forked, "BATCH", 2)
+    rows = [PAID.replace("`T1,", f"`T{n},") for n in range(7)]
+    # A row with tabs goes the parser's general way, the others its fast way.
+    rows[3] = ",".join(cell + "\t" for cell in rows[3].split(","))
+    seven = "`7,`87.50,`0.00,`0.00,`0.56000,`87.50,`0.00"
+    content = bill(HEADER, *rows, SUMMARY_HEADER, seven)
+
+    entries = _forked(content)
+
+    assert entries == list(read_trade_bill(content))
+    assert [entry[3] for entry in entries] == [f"T{n}" for n in range(7)]
+    assert entries[0][1].utcoffset() == list(read_trade_bill(content))[0][1].utcoffset()
+
+
+def test_refunds_and_reversals_come_as_they_do_here() -> None:
+    content = bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, SUMMARY)
+
+    assert _forked(content) == list(read_trade_bill(content))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        bill(HEADER, PAID, REFUND),
+        bill(HEADER, PAID.replace("`12.50", "`12.505", 1), SUMMARY_HEADER, SUMMARY),
+        bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER,
+             SUMMARY.replace("`0.06000", "`0.07000")),
+        HEADER.encode() + b"\r\n" + PAID.encode("gbk"),
+    ],
+    ids=["truncated", "part-fen", "summary-mismatch", "not-utf8"],
+)  # fmt: skip
+def test_a_bill_refused_there_is_refused_here_with_the_same_words_and_line(
+    content: bytes,
+) -> None:
+    with pytest.raises(BillFormatError) as here:
+        list(read_trade_bill(content))
+
+    with pytest.raises(BillFormatError) as there:
+        _forked(content)
+
+    assert (str(there.value), there.value.line) == (str(here.value), here.value.line)
+
+
+def _dies(content: bytes):  # type: ignore[no-untyped-def]
+    yield from read_trade_bill(content)
+    os._exit(3)
+
+
+def _breaks(content: bytes):  # type: ignore[no-untyped-def]
+    raise MemoryError("no room")
+    yield
+
+
+def test_a_child_that_dies_is_an_error_not_a_short_bill(monkeypatch) -> None:
+    monkeypatch.setattr(forked, "read_trade_bill", _dies)
+    content = bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, SUMMARY)
+
+    with pytest.raises(ReaderFailed, match="exit code 3"):
+        _forked(content)
+
+
+def test_a_child_that_fails_other_than_on_the_bill_says_how(monkeypatch) -> None:
+    monkeypatch.setattr(forked, "read_trade_bill", _breaks)
+
+    with pytest.raises(ReaderFailed, match="no room"):
+        _forked(bill(HEADER, PAID, SUMMARY_HEADER, SUMMARY))
+
+
+def test_closing_early_stops_the_child_and_frees_what_it_wrote() -> None:
+    rows = [PAID.replace("`T1,", f"`T{n},") for n in range(3)]
+    content = bill(HEADER, *rows, SUMMARY_HEADER, SUMMARY)
+    reading = ForkedTradeBill(content)
+    pid, notes = reading._child.pid, reading._notes
+
+    reading.close()
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped and reaped
+    with pytest.raises(OSError):
+        os.fstat(notes)
