@@ -11,6 +11,8 @@ import pytest
 from reconciliation.bills import forked
 from reconciliation.bills.forked import ForkedTradeBill, ReaderFailed
 from reconciliation.bills.wechat import BillFormatError, read_trade_bill
+from reconciliation.lines import wechat_bill_lines, wechat_column_lines
+from reconciliation.matching import DayMatch, DayOrder
 from tests.reconciliation.test_wechat_bill import (
     HEADER,
     PAID,
@@ -110,3 +112,44 @@ def test_closing_early_stops_the_child_and_frees_what_it_wrote() -> None:
         os.kill(pid, 0)  # stopped and reaped
     with pytest.raises(OSError):
         os.fstat(notes)
+
+
+def _row(number: str, yuan: str = "12.50") -> str:
+    return PAID.replace("`T1,", f"`{number},").replace("`12.50", f"`{yuan}")
+
+
+def test_lines_taken_a_batch_at_a_time_sort_as_lines_taken_one_by_one() -> None:
+    # T1 comes twice: first at an amount we did not take, then at ours. One by
+    # one, the first finds the order and the second finds none; a batch taken
+    # out of order would match the second instead.
+    rows = [_row("T0"), _row("T1", "13.00"), _row("T1"), _row("T2"), REFUND]
+    rows += [_row("T3"), _row("T4"), _row("T5")]
+    summary = "`8,`88.00,`2.50,`0.00,`0.54000,`88.00,`2.50"
+    content = bill(HEADER, *rows, SUMMARY_HEADER, summary)
+    entries = list(read_trade_bill(content))
+    batches = [list(zip(*entries[i : i + 3], strict=True)) for i in range(0, 8, 3)]
+
+    def day() -> DayMatch:
+        orders = {
+            f"T{n}": DayOrder(f"T{n}", 1250, "4200000001202603011234567890",
+                              "C1W01", "pos_payment", "wechat")
+            for n in range(6)
+        }  # fmt: skip
+        return DayMatch(orders, {}, 60)
+
+    one_by_one, batched = day(), day()
+    for line in wechat_bill_lines(content, one_by_one.take_paid):
+        if type(line) is not int:
+            one_by_one.add(line)
+    for line in wechat_column_lines(batches, batched.take_paid, batched.take_paid_all):
+        if type(line) is not int:
+            batched.add(line)
+
+    def outcome(match: DayMatch):  # type: ignore[no-untyped-def]
+        found = match.finish(lambda number: None, lambda number: None)
+        kinds = sorted((f.key, f.kind.value) for f in found)
+        return kinds, match.lines, match.matched, match.fee_fen, match.merchant_fees
+
+    assert outcome(batched) == outcome(one_by_one)
+    assert ("T1", "amount_mismatch") in outcome(one_by_one)[0]
+    assert outcome(one_by_one)[2] == 5  # T0, T2, T3, T4, T5
