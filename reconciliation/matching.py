@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import operator
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from itertools import repeat
@@ -74,16 +75,17 @@ class DayOrder(NamedTuple):
     million of them: only what matching compares. An order that does not match
     becomes an ``OrderRecord`` (``record``) for its finding.
 
-    The fields start with a ``PaidRow``'s, in its order, so that a row from the
-    database becomes a ``DayOrder`` by appending the kind and channel, without a
-    line of Python per row (``day_orders``)."""
+    The fields are a ``PaidRow``'s, in its order, so that a row from the
+    database becomes a ``DayOrder`` as it is, without a line of Python per row
+    (``day_orders``); its kind and channel are those of its class, one per kind
+    and channel (``day_order_type``)."""
 
     out_trade_no: str
     amount_fen: int
     transaction_id: str | None
     merchant: str | None
-    kind: str
-    channel: str
+    kind = ""
+    channel = ""
     state = "paid"
     """What every order of the day is (a class attribute, not a field)."""
 
@@ -102,6 +104,16 @@ class DayOrder(NamedTuple):
         )
 
 
+@functools.cache
+def day_order_type(kind: str, channel: str) -> type[DayOrder]:
+    """The ``DayOrder`` class of orders of ``kind`` paid through ``channel``."""
+    return type(
+        f"DayOrder[{kind}, {channel}]",
+        (DayOrder,),
+        {"__slots__": (), "kind": kind, "channel": channel},
+    )
+
+
 def day_orders(
     into: MutableMapping[str, OrderRecord | DayOrder],
     rows: list[PaidRow],
@@ -111,13 +123,7 @@ def day_orders(
     """Put ``rows`` of ``kind`` and ``channel`` into ``into`` as ``DayOrder``s by
     their numbers. Every step is a builtin mapped over the list: no Python runs
     per row, which is a second of a night's million."""
-    orders = list(
-        map(
-            tuple.__new__,
-            repeat(DayOrder),
-            map(operator.add, rows, repeat((kind, channel))),
-        )
-    )
+    orders = list(map(tuple.__new__, repeat(day_order_type(kind, channel)), rows))
     into.update(zip(map(_NUMBER, orders), orders, strict=True))
 
 
@@ -381,7 +387,7 @@ class DayMatch:
             if order is None:
                 self._elsewhere.append(line)
                 return
-            if type(order) is DayOrder:
+            if isinstance(order, DayOrder):
                 order = order.record()
             finding = _payment_finding(line, order)
         else:
@@ -429,7 +435,7 @@ class DayMatch:
             Finding(
                 FindingKind.OURS_ONLY,
                 number,
-                ours=order.record() if type(order) is DayOrder else order,
+                ours=order.record() if isinstance(order, DayOrder) else order,
             )
             for number, order in self._paid.items()
         )

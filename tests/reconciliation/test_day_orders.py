@@ -47,7 +47,7 @@ def _through_paid_between(session, channel, start, end):  # type: ignore[no-unty
 
 
 def _as_read(paid):  # type: ignore[no-untyped-def]
-    assert all(type(order) is DayOrder for order in paid.values())
+    assert all(isinstance(order, DayOrder) for order in paid.values())
     return {
         number: (order.kind, order.amount_fen, order.transaction_id, order.merchant)
         for number, order in paid.items()

@@ -12,7 +12,7 @@ from reconciliation.bills import forked
 from reconciliation.bills.forked import ForkedTradeBill, ReaderFailed
 from reconciliation.bills.wechat import BillFormatError, read_trade_bill
 from reconciliation.lines import wechat_bill_lines, wechat_column_lines
-from reconciliation.matching import DayMatch, DayOrder
+from reconciliation.matching import DayMatch, day_order_type
 from tests.reconciliation.test_wechat_bill import (
     HEADER,
     PAID,
@@ -129,10 +129,11 @@ def test_lines_taken_a_batch_at_a_time_sort_as_lines_taken_one_by_one() -> None:
     entries = list(read_trade_bill(content))
     batches = [list(zip(*entries[i : i + 3], strict=True)) for i in range(0, 8, 3)]
 
+    paid = day_order_type("pos_payment", "wechat")
+
     def day() -> DayMatch:
         orders = {
-            f"T{n}": DayOrder(f"T{n}", 1250, "4200000001202603011234567890",
-                              "C1W01", "pos_payment", "wechat")
+            f"T{n}": paid(f"T{n}", 1250, "4200000001202603011234567890", "C1W01")
             for n in range(6)
         }  # fmt: skip
         return DayMatch(orders, {}, 60)

@@ -8,9 +8,9 @@ from payments.orders import OrderRecord, RefundRecord
 from reconciliation.lines import BillLine, ChannelState, LineKind
 from reconciliation.matching import (
     DayMatch,
-    DayOrder,
     FindingKind,
     check_fees,
+    day_order_type,
     expected_fee_fen,
     match_payments,
     match_refunds,
@@ -270,7 +270,9 @@ def test_a_matched_merchant_refund_keeps_the_fee_given_back_for_settlement():
 
 def test_the_days_orders_read_lean_sort_as_their_full_records_do():
     def lean(number, amount=1000):
-        return DayOrder(number, amount, f"42{number}", "C1W01", "pos_payment", "wechat")
+        return day_order_type("pos_payment", "wechat")(
+            number, amount, f"42{number}", "C1W01"
+        )
 
     lines = [
         _line("A"),
