@@ -106,3 +106,23 @@ class Discrepancy(Base):
     reason: Mapped[str | None] = mapped_column(String(255))
     resolved_by: Mapped[str | None] = mapped_column(String(64))
     entry_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class OrderReview(Base):
+    """A finance operator's word that an order payments flagged ``needs_review``
+    was looked at: who, when, what they found. The flag itself belongs to
+    payments and stays; an order is listed for review again when payments flags
+    it for a reason no review has covered. Rows are only ever added."""
+
+    __tablename__ = "order_reviews"
+    __table_args__ = (UniqueConstraint("kind", "out_trade_no", "flag_reason"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    """``top_up`` or ``pos_payment``."""
+    out_trade_no: Mapped[str] = mapped_column(String(64), index=True)
+    flag_reason: Mapped[str] = mapped_column(String(255))
+    """The flag's reason as it stood when reviewed."""
+    note: Mapped[str] = mapped_column(String(255))
+    reviewed_by: Mapped[str] = mapped_column(String(64))
+    reviewed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

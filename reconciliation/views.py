@@ -20,9 +20,14 @@ from campus.database import db
 from campus.errors import CampusError
 from payments.money import format_yuan
 from reconciliation import reports
-from reconciliation.flagged import flagged_orders
+from reconciliation.flagged import flagged_orders, recent_reviews, review
 from reconciliation.matching import FINANCE_LABELS, FindingKind
-from reconciliation.models import Discrepancy, DiscrepancyStatus, ReconciliationRun
+from reconciliation.models import (
+    Discrepancy,
+    DiscrepancyStatus,
+    OrderReview,
+    ReconciliationRun,
+)
 from reconciliation.reports import COLUMNS, discrepancy_out, statement_out
 from reconciliation.resolution import Decision, resolve
 from reconciliation.settlement import MerchantStatement
@@ -129,6 +134,65 @@ def flagged_orders_api() -> list[dict[str, Any]]:
     return [dataclasses.asdict(order) for order in flagged_orders(db.session())]
 
 
+class ReviewIn(Schema):
+    note = fields.String(
+        required=True, metadata={"description": "what was found (4 characters or more)"}
+    )
+
+
+class ReviewOut(Schema):
+    kind = fields.String()
+    out_trade_no = fields.String()
+    flag_reason = fields.String(metadata={"description": "the flag as reviewed"})
+    note = fields.String()
+    reviewed_by = fields.String()
+    reviewed_at = fields.DateTime()
+
+
+def review_out(item: OrderReview) -> dict[str, Any]:
+    return {
+        "kind": item.kind,
+        "out_trade_no": item.out_trade_no,
+        "flag_reason": item.flag_reason,
+        "note": item.note,
+        "reviewed_by": item.reviewed_by,
+        "reviewed_at": item.reviewed_at,
+    }
+
+
+@bp.post("/api/reconciliation/flagged-orders/<kind>/<out_trade_no>/review")
+@bp.input(ReviewIn, arg_name="review_in")
+@bp.output(ReviewOut)
+@bp.doc(
+    summary="Mark a flagged order reviewed, saying what was found",
+    description="Takes the order off the list of flagged orders until payments "
+    "flags it for another reason. No money moves; the review is kept.",
+    responses=[400, 401, 403, 404, 409],
+)
+@requires_role(Role.FINANCE)
+def review_api(kind: str, out_trade_no: str, review_in: dict[str, str]) -> Any:
+    operator = current_operator()
+    assert operator is not None
+    with db.transaction() as session:
+        item = review(
+            session,
+            kind,
+            out_trade_no,
+            note=review_in["note"],
+            operator=f"operator:{operator.username}",
+        )
+        answer = review_out(item)
+    return answer
+
+
+@bp.get("/api/reconciliation/order-reviews")
+@bp.output(ReviewOut(many=True))
+@bp.doc(summary="The latest reviews of flagged orders, newest first")
+@requires_role(Role.FINANCE, Role.AUDITOR)
+def reviews_api() -> list[dict[str, Any]]:
+    return [review_out(item) for item in recent_reviews(db.session())]
+
+
 @bp.get("/api/reconciliation/discrepancies")
 @bp.input(DiscrepancyQuery, location="query", arg_name="query")
 @bp.output(DiscrepancyOut(many=True))
@@ -204,13 +268,22 @@ def finance_page() -> Any:
         assert operator is not None
         try:
             with db.transaction() as session:
-                resolve(
-                    session,
-                    int(request.form["id"]),
-                    Decision(request.form["decision"]),
-                    reason=request.form.get("reason", ""),
-                    operator=f"operator:{operator.username}",
-                )
+                if request.form.get("action") == "review":
+                    review(
+                        session,
+                        request.form.get("kind", ""),
+                        request.form.get("out_trade_no", ""),
+                        note=request.form.get("note", ""),
+                        operator=f"operator:{operator.username}",
+                    )
+                else:
+                    resolve(
+                        session,
+                        int(request.form["id"]),
+                        Decision(request.form["decision"]),
+                        reason=request.form.get("reason", ""),
+                        operator=f"operator:{operator.username}",
+                    )
         except CampusError as refused:
             error = str(refused.detail)
         else:
@@ -226,6 +299,7 @@ def finance_page() -> Any:
         open_items=[discrepancy_out(i) for i in _discrepancies(None, "open")],
         held_items=[discrepancy_out(i) for i in _discrepancies(None, "held")],
         flagged=flagged_orders(db.session()),
+        reviews=recent_reviews(db.session(), limit=20),
         chart=_chart(),
         format_yuan=format_yuan,
         labels=FINANCE_LABELS,

@@ -105,3 +105,128 @@ def test_flagged_orders_are_for_finance_and_auditors_only(client, sign_in_operat
     refused = client.get("/api/reconciliation/flagged-orders")
 
     assert refused.status_code == 403
+
+
+def _flag_closed_top_up(session, make_card):  # type: ignore[no-untyped-def]
+    closed = _top_up(session, make_card(), 3000)
+    finish_unpaid(session, closed.out_trade_no, TopUpState.CLOSED, "expired")
+    settle_top_up(session, "wechat", _paid(closed.out_trade_no, 3000), via="n")
+    session.commit()
+    return closed.out_trade_no
+
+
+def test_a_reviewed_order_leaves_the_list_and_is_kept_with_who_and_why(
+    client, session, make_card, sign_in_operator
+):
+    number = _flag_closed_top_up(session, make_card)
+    sign_in_operator(Role.FINANCE)
+
+    reviewed = client.post(
+        f"/api/reconciliation/flagged-orders/top_up/{number}/review",
+        json={"note": "refunded to the student by hand"},
+    )
+    listed = client.get("/api/reconciliation/flagged-orders").json
+    reviews = client.get("/api/reconciliation/order-reviews").json
+    page = client.get("/reconciliation").get_data(as_text=True)
+
+    assert reviewed.status_code == 200
+    assert reviewed.json["reviewed_by"].startswith("operator:")
+    assert "closed" in reviewed.json["flag_reason"]
+    assert listed == []
+    assert [(r["out_trade_no"], r["note"]) for r in reviews] == [
+        (number, "refunded to the student by hand")
+    ]
+    assert "Orders flagged for review (0)" in page
+    assert "refunded to the student by hand" in page
+    session.rollback()
+    # The flag itself belongs to payments and stays.
+    from payments.topups import find_top_up
+
+    assert find_top_up(session, number).needs_review is True
+
+
+def test_a_review_is_refused_without_a_note_twice_or_for_an_order_not_flagged(
+    client, session, make_card, sign_in_operator
+):
+    number = _flag_closed_top_up(session, make_card)
+    sign_in_operator(Role.FINANCE)
+    url = f"/api/reconciliation/flagged-orders/top_up/{number}/review"
+
+    blank = client.post(url, json={"note": "  "})
+    first = client.post(url, json={"note": "checked with WeChat Pay"})
+    again = client.post(url, json={"note": "checked again"})
+    unknown = client.post(
+        "/api/reconciliation/flagged-orders/top_up/T-none/review",
+        json={"note": "nothing"},
+    )
+    wrong_kind = client.post(
+        f"/api/reconciliation/flagged-orders/refund/{number}/review",
+        json={"note": "nothing"},
+    )
+
+    assert blank.status_code == 400
+    assert first.status_code == 200
+    assert (again.status_code, again.json["code"]) == (409, "order_already_reviewed")
+    assert (unknown.status_code, unknown.json["code"]) == (404, "order_not_flagged")
+    assert wrong_kind.status_code == 404
+    assert len(client.get("/api/reconciliation/order-reviews").json) == 1
+
+
+def test_an_order_flagged_again_for_another_reason_is_listed_again(
+    client, session, make_card, sign_in_operator
+):
+    from payments.topups import find_top_up
+
+    number = _flag_closed_top_up(session, make_card)
+    sign_in_operator(Role.FINANCE)
+    client.post(
+        f"/api/reconciliation/flagged-orders/top_up/{number}/review",
+        json={"note": "checked with WeChat Pay"},
+    )
+    top_up = find_top_up(session, number)
+    top_up.review_reason = "a second transaction for the same order"
+    session.commit()
+
+    listed = client.get("/api/reconciliation/flagged-orders").json
+
+    assert [order["out_trade_no"] for order in listed] == [number]
+
+
+def test_auditors_read_reviews_but_only_finance_reviews(
+    client, session, make_card, sign_in_operator
+):
+    number = _flag_closed_top_up(session, make_card)
+    sign_in_operator(Role.AUDITOR)
+
+    refused = client.post(
+        f"/api/reconciliation/flagged-orders/top_up/{number}/review",
+        json={"note": "looks fine to me"},
+    )
+    page = client.get("/reconciliation").get_data(as_text=True)
+
+    assert refused.status_code == 403
+    assert client.get("/api/reconciliation/order-reviews").status_code == 200
+    assert "Mark reviewed" not in page
+    assert len(client.get("/api/reconciliation/flagged-orders").json) == 1
+
+
+def test_the_finance_page_marks_a_flagged_order_reviewed(
+    client, session, make_card, sign_in_operator
+):
+    number = _flag_closed_top_up(session, make_card)
+    sign_in_operator(Role.FINANCE)
+
+    before = client.get("/reconciliation").get_data(as_text=True)
+    posted = client.post(
+        "/reconciliation",
+        data={
+            "action": "review",
+            "kind": "top_up",
+            "out_trade_no": number,
+            "note": "paid back at the counter",
+        },
+    )
+
+    assert "Mark reviewed" in before
+    assert posted.status_code == 302
+    assert client.get("/api/reconciliation/flagged-orders").json == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 from sqlalchemy import select
 
 from payments import ledger
@@ -18,8 +19,17 @@ from reconciliation.settlement import (
     settle_merchants,
 )
 
-# Entries are stamped now, in UTC; the tests' window is that UTC day.
-DAY = dt.datetime.now(dt.UTC).date()
+# Entries are stamped by the service's clock, which each test sets to noon (UTC)
+# of this day: a run that crosses midnight cannot split a test's entries.
+DAY = dt.date(2031, 7, 1)
+
+
+@pytest.fixture(autouse=True)
+def _at_noon(app):  # type: ignore[no-untyped-def]
+    clock = app.extensions["campus.sandbox"].clock
+    clock.set(dt.datetime.combine(DAY, dt.time(12), dt.UTC))
+    yield
+    clock.reset()
 
 
 def _bounds():

@@ -234,6 +234,34 @@ def test_a_card_frozen_before_its_refund_settles_fails_it_and_frees_the_amount(
     assert ledger.check_ledger(session) == []
 
 
+def test_an_auditor_reads_a_refund_left_processing_and_changes_nothing(
+    client, sign_in_operator, terminal, make_card, merchant, session, monkeypatch
+):
+    class Crash(Exception):
+        pass
+
+    def crash(*args, **kwargs):
+        raise Crash
+
+    card = make_card(balance_fen=1000)
+    _, paid = terminal.pay(600, card_number=card.number)
+    sign_in_operator(Role.FINANCE)
+    monkeypatch.setattr(refunds, "settle_refund", crash)
+    with pytest.raises(Crash):
+        _refund(client, paid["out_trade_no"], 250)
+    monkeypatch.undo()
+    left = session.scalars(select(PosRefund)).one()
+    sign_in_operator(Role.AUDITOR)
+
+    asked = client.get(f"/api/pos/refunds/{left.out_refund_no}")
+
+    assert (asked.status_code, asked.json["state"]) == (200, "processing")
+    session.rollback()
+    assert session.scalars(select(PosRefund)).one().state is RefundState.PROCESSING
+    assert card.wallet.balance_fen == 400
+    assert ledger.check_ledger(session) == []
+
+
 def test_a_wallet_refund_left_processing_by_a_crash_settles_when_asked(
     client, sign_in_operator, terminal, make_card, merchant, session, monkeypatch
 ):
