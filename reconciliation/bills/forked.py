@@ -34,17 +34,38 @@ import os
 import pickle
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from types import TracebackType
 from typing import Any
 
-from reconciliation.bills.wechat import BillFormatError, TradeEntry, read_trade_bill
+from reconciliation.bills.wechat import (
+    BillFormatError,
+    TradeEntry,
+    TradeTally,
+    check_parts,
+    read_trade_bill,
+    read_trade_bill_part,
+    second_part,
+    split_point,
+)
 
 BATCH = 5000
 """Entries per batch written."""
 
 _HEADER = struct.Struct("<cQ")
-_ENTRIES, _END, _REFUSED, _CRASHED = b"B", b"E", b"F", b"X"
+_ENTRIES, _END, _REFUSED, _CRASHED, _UNSPLIT = b"B", b"E", b"F", b"X", b"U"
+
+
+def read_trade_bill_columns_here(content: bytes) -> Iterator[list[tuple[Any, ...]]]:
+    """``read_trade_bill`` in this process, in batches by column."""
+    batch: list[TradeEntry] = []
+    for entry in read_trade_bill(content):
+        batch.append(entry)
+        if len(batch) == BATCH:
+            yield list(zip(*batch, strict=True))
+            batch = []
+    if batch:
+        yield list(zip(*batch, strict=True))
 
 
 def available() -> bool:
@@ -56,19 +77,94 @@ class ReaderFailed(RuntimeError):
 
 
 class ForkedTradeBill:
-    """Iterate for ``read_trade_bill(content)``'s entries, read in a child
-    forked on construction; ``close`` (or leaving the ``with``) stops the child
-    if it still runs and frees what it wrote."""
+    """Iterate for ``read_trade_bill(content)``'s entries, read in children
+    forked on construction: two, each reading half, where the bill can be cut
+    (``wechat.split_point``), else one. ``close`` (or leaving the ``with``) stops
+    the children still running and frees what they wrote."""
 
     def __init__(self, content: bytes) -> None:
-        self._data = tempfile.TemporaryFile(prefix="trade-bill-")
-        self._notes, notes_out = os.pipe()
+        self._content = content
+        part = split_point(content)
+        self._readers: list[_Reader] = []
+        try:
+            if part is None:
+                self._readers.append(_Reader(content, None, first=True))
+            else:
+                self._readers.append(_Reader(content, part, first=True))
+                self._readers.append(_Reader(content, part, first=False))
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[TradeEntry]:
+        for columns in self.batches():
+            yield from zip(*columns, strict=True)
+
+    def batches(self) -> Iterator[list[tuple[Any, ...]]]:
+        """The entries in batches by column: the first column the entries'
+        first fields (their lines), the second their times, and so on. For a bill
+        read in two parts, the checks ``read_trade_bill`` makes after its last
+        row are made here, once both parts are in (``wechat.check_parts``)."""
+        if len(self._readers) == 2 and self._readers[1].unsplit():
+            # The second reader found the cut unusable (a pathological bill):
+            # the whole bill is read here instead, as it would be without fork.
+            self.close()
+            yield from read_trade_bill_columns_here(self._content)
+            return
+        if len(self._readers) == 1:
+            yield from self._readers[0].batches()
+            return
+        first = yield from self._readers[0].batches()
+        second_line: int | None = None
+        reading = self._readers[1].batches()
+        while True:
+            try:
+                columns = next(reading)
+            except StopIteration as end:
+                second = end.value
+                break
+            except BillFormatError as refused:
+                if first.summary is not None and refused.line is not None:
+                    check_parts(first, TradeTally(), refused.line)
+                raise
+            if second_line is None:
+                second_line = columns[0][0]
+                if first.summary is not None:
+                    check_parts(first, TradeTally(), second_line)
+            yield columns
+        check_parts(first, second, second_line or second.summary_line)
+
+    def close(self) -> None:
+        for reader in self._readers:
+            reader.close()
+
+    def __enter__(self) -> ForkedTradeBill:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Reader:
+    """One forked child reading the bill, or a part of it, and what it wrote."""
+
+    def __init__(
+        self, content: bytes, part: tuple[list[str], int, int] | None, first: bool
+    ) -> None:
         self._offset = 0
         self._times = _Times()
+        self._pending: tuple[bytes, bytes] | None = None
+        self._data = tempfile.TemporaryFile(prefix="trade-bill-")
+        self._notes, notes_out = os.pipe()
         try:
             self._child = multiprocessing.get_context("fork").Process(
                 target=_read_aside,
-                args=(content, self._data.fileno(), notes_out),
+                args=(content, part, first, self._data.fileno(), notes_out),
                 name="trade-bill-reader",
                 daemon=True,
             )
@@ -82,15 +178,20 @@ class ForkedTradeBill:
             # without a word is seen as the end of the pipe.
             os.close(notes_out)
 
-    def __iter__(self) -> Iterator[TradeEntry]:
-        for columns in self.batches():
-            yield from zip(*columns, strict=True)
+    def unsplit(self) -> bool:
+        """Whether this second part's reader found the bill cannot be cut where
+        it was asked to start (its first word, looked at without losing it)."""
+        self._pending = self._next()
+        return self._pending[0] == _UNSPLIT
 
-    def batches(self) -> Iterator[list[tuple[Any, ...]]]:
-        """The entries in batches by column: the first column the entries'
-        first fields (their lines), the second their times, and so on."""
+    def batches(self) -> Generator[list[tuple[Any, ...]], None, TradeTally]:
+        """The child's batches; at the end, what its part added up to (for a
+        whole bill, already checked against its summary)."""
         while True:
-            kind, payload = self._next()
+            if self._pending is not None:
+                (kind, payload), self._pending = self._pending, None
+            else:
+                kind, payload = self._next()
             if kind == _ENTRIES:
                 columns = [
                     column if type(column) is tuple else (column[0],) * column[1]
@@ -99,7 +200,8 @@ class ForkedTradeBill:
                 columns[1] = tuple(map(self._times.__getitem__, columns[1]))
                 yield columns
             elif kind == _END:
-                return
+                tally: TradeTally = pickle.loads(payload)
+                return tally
             elif kind == _REFUSED:
                 text, line = pickle.loads(payload)
                 error = BillFormatError(text)
@@ -126,23 +228,14 @@ class ForkedTradeBill:
         return kind, payload
 
     def close(self) -> None:
+        if self._data.closed:
+            return
         if self._child.is_alive():
             self._child.terminate()
         self._child.join()
         self._child.close()
         os.close(self._notes)
         self._data.close()
-
-    def __enter__(self) -> ForkedTradeBill:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _Times(dict[float, dt.datetime]):
@@ -157,8 +250,15 @@ class _Times(dict[float, dt.datetime]):
 _CHINA = dt.timezone(dt.timedelta(hours=8))
 
 
-def _read_aside(content: bytes, data: int, notes: int) -> None:
-    """The child: every entry, then the end; or the bill's refusal."""
+def _read_aside(
+    content: bytes,
+    part: tuple[list[str], int, int] | None,
+    first: bool,
+    data: int,
+    notes: int,
+) -> None:
+    """The child: every entry of the bill (``part`` None) or of its ``first`` or
+    second part, then the end with the part's tally; or the bill's refusal."""
     offset = 0
 
     def put(kind: bytes, payload: bytes) -> None:
@@ -199,15 +299,26 @@ def _read_aside(content: bytes, data: int, notes: int) -> None:
         )
 
     try:
+        tally = TradeTally()
+        if part is not None and not first:
+            part = second_part(content, part)
+            if part is None:
+                put(_UNSPLIT, b"")
+                return
+        entries = (
+            read_trade_bill(content)
+            if part is None
+            else read_trade_bill_part(content, part, first, tally)
+        )
         batch: list[TradeEntry] = []
-        for entry in read_trade_bill(content):
+        for entry in entries:
             batch.append(entry)
             if len(batch) == BATCH:
                 send(batch)
                 batch = []
         if batch:
             send(batch)
-        put(_END, b"")
+        put(_END, pickle.dumps(tally))
     except BillFormatError as error:
         put(_REFUSED, pickle.dumps((str(error), error.line)))
     except Exception as error:  # noqa: BLE001 - reported to the parent, who raises

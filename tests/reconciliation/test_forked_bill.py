@@ -10,7 +10,7 @@ import pytest
 
 from reconciliation.bills import forked
 from reconciliation.bills.forked import ForkedTradeBill, ReaderFailed
-from reconciliation.bills.wechat import BillFormatError, read_trade_bill
+from reconciliation.bills.wechat import BillFormatError, read_trade_bill, second_part
 from reconciliation.lines import wechat_bill_lines, wechat_column_lines
 from reconciliation.matching import DayMatch, day_order_type
 from tests.reconciliation.test_wechat_bill import (
@@ -86,6 +86,7 @@ def _breaks(content: bytes):  # type: ignore[no-untyped-def]
 
 
 def test_a_child_that_dies_is_an_error_not_a_short_bill(monkeypatch) -> None:
+    monkeypatch.setattr(forked, "split_point", lambda content: None)
     monkeypatch.setattr(forked, "read_trade_bill", _dies)
     content = bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, SUMMARY)
 
@@ -94,6 +95,7 @@ def test_a_child_that_dies_is_an_error_not_a_short_bill(monkeypatch) -> None:
 
 
 def test_a_child_that_fails_other_than_on_the_bill_says_how(monkeypatch) -> None:
+    monkeypatch.setattr(forked, "split_point", lambda content: None)
     monkeypatch.setattr(forked, "read_trade_bill", _breaks)
 
     with pytest.raises(ReaderFailed, match="no room"):
@@ -104,14 +106,16 @@ def test_closing_early_stops_the_child_and_frees_what_it_wrote() -> None:
     rows = [PAID.replace("`T1,", f"`T{n},") for n in range(3)]
     content = bill(HEADER, *rows, SUMMARY_HEADER, SUMMARY)
     reading = ForkedTradeBill(content)
-    pid, notes = reading._child.pid, reading._notes
+    children = [(r._child.pid, r._notes) for r in reading._readers]
 
     reading.close()
 
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # stopped and reaped
-    with pytest.raises(OSError):
-        os.fstat(notes)
+    assert len(children) == 2  # the bill splits in two
+    for pid, notes in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # stopped and reaped
+        with pytest.raises(OSError):
+            os.fstat(notes)
 
 
 def _row(number: str, yuan: str = "12.50") -> str:
@@ -154,3 +158,71 @@ def test_lines_taken_a_batch_at_a_time_sort_as_lines_taken_one_by_one() -> None:
     assert outcome(batched) == outcome(one_by_one)
     assert ("T1", "amount_mismatch") in outcome(one_by_one)[0]
     assert outcome(one_by_one)[2] == 5  # T0, T2, T3, T4, T5
+
+
+def _many(end: str, rows: int = 40) -> tuple[str, list[str]]:
+    lines = [PAID.replace("`T1,", f"`T{n},") for n in range(rows)]
+    lines[7] = ""  # a blank line among the rows
+    lines[9] = ",".join(cell + "\t" for cell in lines[9].split(","))
+    total = f"`{rows - 1},`{12.5 * (rows - 1):.2f},`0.00,`0.00,`{0.08 * (rows - 1):.5f}"
+    summary = f"{total},`{12.5 * (rows - 1):.2f},`0.00"
+    return end, [HEADER, *lines, "", SUMMARY_HEADER, summary]
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\n", "\r"])
+def test_a_bill_read_in_two_halves_gives_what_it_gives_read_whole(end: str) -> None:
+    end, lines = _many(end)
+    content = ("\ufeff" + end.join(lines) + end).encode()
+
+    entries = _forked(content)
+
+    assert entries == list(read_trade_bill(content))
+    assert [entry[0] for entry in entries] == [n for n in range(2, 42) if n != 9]
+
+
+def _refusal(content: bytes):  # type: ignore[no-untyped-def]
+    try:
+        list(read_trade_bill(content))
+    except BillFormatError as refused:
+        return str(refused), refused.line
+    return None
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda lines: lines.__setitem__(35, lines[35].replace("`12.50", "`12.505", 1)),
+        lambda lines: lines.__setitem__(5, lines[5].replace("`12.50", "`x", 1)),
+        lambda lines: lines.__setitem__(-1, lines[-1].replace("`39,", "`38,")),
+        lambda lines: lines.__setitem__(-1, lines[-1].replace("`3.12000", "`3.13000")),
+        lambda lines: lines.__delitem__(slice(-2, None)),
+        lambda lines: lines.__setitem__(30, lines[30].rsplit(",", 3)[0]),
+        lambda lines: lines.append(PAID),
+    ],
+    ids=["part-fen-second", "bad-amount-first", "count", "fees", "no-summary",
+         "cut-short-second", "after-summary"],
+)  # fmt: skip
+def test_a_bill_read_in_two_halves_is_refused_as_read_whole(spoil) -> None:  # type: ignore[no-untyped-def]
+    end, lines = _many("\r\n")
+    spoil(lines)
+    content = (end.join(lines) + end).encode()
+    expected = _refusal(content)
+    assert expected is not None
+    assert forked.split_point(content) is not None
+
+    with pytest.raises(BillFormatError) as there:
+        _forked(content)
+
+    assert (str(there.value), there.value.line) == expected
+
+
+def test_a_bill_the_second_reader_cannot_cut_is_read_whole_all_the_same() -> None:
+    end, lines = _many("\r\n")
+    # The summary's words in a product's name before the middle: a summary may
+    # lie before the cut, so the bill is not read in two.
+    lines[3] = lines[3].replace("午餐 lunch", "总交易单数 lunch")
+    content = (end.join(lines) + end).encode()
+    part = forked.split_point(content)
+    assert part is not None and second_part(content, part) is None
+
+    assert _forked(content) == list(read_trade_bill(content))
