@@ -14,9 +14,10 @@ Errors::
     │   └── BadExpiry       an expiry in the past or too far ahead
     └── NotFound
         └── LinkUnavailable the token is unknown, revoked or expired, or the
-                            issuance is no longer valid (``reason`` says which;
-                            an unknown token and a revoked one read the same
-                            to a stranger)
+                            issuance is no longer valid (``reason`` says which,
+                            and so does the message, except that an unknown
+                            token and a revoked one read the same to a
+                            stranger)
 """
 
 from __future__ import annotations
@@ -101,13 +102,35 @@ class LinkUnavailable(NotFound):
     title = lazy_gettext("This link is not available")
 
     def __init__(self, reason: str) -> None:
-        super().__init__(
-            lazy_gettext(
-                "This link has expired or was withdrawn. Please ask the graduate "
-                "for a new one."
-            )
-        )
+        # What the visitor may know: a link that ran out, or a transcript the
+        # registrar replaced or revoked, is said so (the verification service
+        # says as much to anyone with its code). A withdrawn link reads like an
+        # unknown one, so that nobody learns a link once existed.
+        super().__init__(_REFUSALS.get(reason, _REFUSALS["unknown"]))
         self.reason = reason
+
+
+_REFUSALS = {
+    "expired": lazy_gettext(
+        "This link has expired. Please ask the graduate for a new one."
+    ),
+    "issuance_superseded": lazy_gettext(
+        "The transcript behind this link has been replaced by a newer one. Please "
+        "ask the graduate for a link to the new transcript."
+    ),
+    "issuance_revoked": lazy_gettext(
+        "The transcript behind this link has been revoked by the registrar and is "
+        "no longer valid."
+    ),
+    "issuance_expired": lazy_gettext(
+        "The transcript behind this link is past its validity date. Please ask "
+        "the graduate for a current one."
+    ),
+    "unknown": lazy_gettext(
+        "This link is not valid: it was withdrawn, or its address is incomplete. "
+        "Please ask the graduate for a new one."
+    ),
+}
 
 
 def token_digest(token: str) -> str:

@@ -78,6 +78,8 @@ def _not_limited_here() -> bool:
     # The limiter sits in front of every request of the app; a canteen terminal's
     # payment at lunch should not pay for looking up limits it does not have.
     return request.blueprint not in _LIMITED_BLUEPRINTS
+
+
 """Its counters live where ``CAMPUS_RATE_LIMIT_STORAGE`` says: the memory of this
 process by default (right for one web process), Redis in production, where
 several processes must share them."""

@@ -45,6 +45,7 @@ def test_a_link_opens_until_it_expires_and_every_use_is_logged(session, issuance
 
     assert opened.issuance_id == issuance.id
     assert refused.value.reason == "expired"
+    assert "已过期" in str(refused.value.detail)  # Chinese first
     assert link.state(NOW + dt.timedelta(days=7)) == "expired"
     events = [(e.kind, e.detail) for e in reversed(sharing.events_of(session, link))]
     assert events == [
@@ -75,6 +76,7 @@ def test_a_link_to_a_revoked_issuance_is_refused(session, issuance):
     with pytest.raises(sharing.LinkUnavailable) as refused:
         sharing.open_link(session, token, NOW, LinkEventKind.OPENED)
     assert refused.value.reason == "issuance_revoked"
+    assert "已被教务处撤销" in str(refused.value.detail)  # Chinese first
 
 
 def test_an_unknown_token_is_refused_like_any_other(session, issuance):
@@ -82,6 +84,8 @@ def test_an_unknown_token_is_refused_like_any_other(session, issuance):
         sharing.open_link(session, "not-a-token", NOW, LinkEventKind.OPENED)
 
     assert refused.value.reason == "unknown"
+    # A withdrawn link and one that never was read the same.
+    assert str(refused.value.detail) == str(sharing.LinkUnavailable("revoked").detail)
 
 
 def test_expiry_is_bounded_and_never_outlives_the_issuance(session, issuance):
@@ -121,7 +125,9 @@ def test_the_share_page_serves_the_file_then_refuses_after_revocation(
     assert download.data == registry.stored_file(issuance)
     assert download.headers["Cache-Control"] == "private, no-store"
     assert refused.status_code == 404
-    assert "expired or was withdrawn" in refused.get_data(as_text=True)
+    assert "it was withdrawn, or its address is incomplete" in refused.get_data(
+        as_text=True
+    )
     kinds = [e.kind for e in reversed(sharing.events_of(session, link))]
     assert kinds == [
         LinkEventKind.OPENED,
