@@ -32,6 +32,7 @@ import marshal
 import multiprocessing
 import os
 import pickle
+import signal
 import struct
 import tempfile
 from collections.abc import Generator, Iterator
@@ -272,6 +273,10 @@ def _read_aside(
     # The collector would walk every object inherited from the parent, and so
     # copy the pages it marks; the child makes no cycles worth collecting.
     gc.disable()
+    # The parent's handlers (a WSGI server's, a CLI's) are not the child's:
+    # ``close`` stops it with SIGTERM, and a Ctrl-C is for the parent to handle.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def send(batch: list[TradeEntry]) -> None:
         # By column, the times as Unix seconds: ``marshal`` takes nothing else

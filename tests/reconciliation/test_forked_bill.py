@@ -226,3 +226,24 @@ def test_a_bill_the_second_reader_cannot_cut_is_read_whole_all_the_same() -> Non
     assert part is not None and second_part(content, part) is None
 
     assert _forked(content) == list(read_trade_bill(content))
+
+
+def test_a_child_stops_when_told_though_its_parent_handles_sigterm() -> None:
+    import signal
+
+    # A WSGI server's worker catches SIGTERM to finish its requests; the reader
+    # it forks must still stop at once when told to, not read on to the end.
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: None)
+    end, lines = _many("\r\n", rows=200_000)
+    content = (end.join(lines) + end).encode()
+    try:
+        with ForkedTradeBill(content) as reading:
+            second = reading._readers[1]
+            assert not second.unsplit()  # it has begun: its first batch is in
+            second._child.terminate()
+            second._child.join()
+            exitcode = second._child.exitcode
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert exitcode == -signal.SIGTERM
