@@ -1,12 +1,13 @@
-"""``read_trade_bill`` in a forked process, while this one does something else.
+"""``read_trade_bill`` in forked processes, while this one does something else.
 
 A night's WeChat bill of a million lines takes seconds of the interpreter to read,
-and so does loading the day's orders to match it against; on two cores the two
-can overlap. ``ForkedTradeBill(content)`` forks at once: the child reads the bill
-(shared with us copy-on-write, never copied) and writes its entries in batches
-(``marshal``) to an unlinked temporary file, announcing each batch's size on a
-pipe; we read them back when we want them, as ``read_trade_bill``'s own entries,
-its ``BillFormatError`` included, raised where it would have been.
+and so does loading the day's orders to match it against; on two cores they can
+overlap. ``ForkedTradeBill(content)`` forks at once: two children each read half
+of the bill (shared with us copy-on-write, never copied; one child reads a bill
+that cannot be cut) and write their entries in batches (``marshal``) to unlinked
+temporary files, announcing each batch's size on a pipe; we read them back when
+we want them, as ``read_trade_bill``'s own entries, its ``BillFormatError``
+included, raised where it would have been.
 
 The child never waits for us: the file takes what the child writes however late
 we read it, and the pipe carries nine bytes a batch (a million lines need a few
