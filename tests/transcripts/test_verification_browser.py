@@ -256,6 +256,6 @@ def test_an_expired_share_link_says_so(employer, session, register_issued):
     text = employer.open(f"/share/{token}")
 
     assert "该链接不可用" in text
-    assert "该链接已过期或已被撤销，请向毕业生索取新链接。" in text
+    assert "该链接已过期，请向毕业生索取新链接。" in text
     assert "欧阳娜娜" not in text
     assert employer.fits_the_screen()
