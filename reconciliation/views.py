@@ -17,7 +17,7 @@ from sqlalchemy import select
 from campus import clock
 from campus.auth import Role, current_operator, requires_role
 from campus.database import db
-from campus.errors import CampusError
+from campus.errors import CampusError, Forbidden
 from payments.money import format_yuan
 from reconciliation import reports
 from reconciliation.flagged import flagged_orders, recent_reviews, review
@@ -266,6 +266,9 @@ def finance_page() -> Any:
     if request.method == "POST":
         operator = current_operator()
         assert operator is not None
+        # Auditors read this page; only finance changes anything through it.
+        if not operator.has_role(Role.FINANCE):
+            raise Forbidden()
         try:
             with db.transaction() as session:
                 if request.form.get("action") == "review":

@@ -230,3 +230,29 @@ def test_the_finance_page_marks_a_flagged_order_reviewed(
     assert "Mark reviewed" in before
     assert posted.status_code == 302
     assert client.get("/api/reconciliation/flagged-orders").json == []
+
+
+def test_an_auditor_cannot_review_or_resolve_through_the_finance_page(
+    client, session, make_card, sign_in_operator
+):
+    number = _flag_closed_top_up(session, make_card)
+    sign_in_operator(Role.AUDITOR)
+
+    posted = client.post(
+        "/reconciliation",
+        data={
+            "action": "review",
+            "kind": "top_up",
+            "out_trade_no": number,
+            "note": "looks fine to me",
+        },
+    )
+    resolving = client.post(
+        "/reconciliation",
+        data={"id": "1", "decision": "trust_ours", "reason": "looks fine"},
+    )
+
+    assert (posted.status_code, resolving.status_code) == (403, 403)
+    assert [
+        o["out_trade_no"] for o in client.get("/api/reconciliation/flagged-orders").json
+    ] == [number]
