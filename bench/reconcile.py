@@ -10,8 +10,8 @@ fields, nothing more. Both run in the same run, each in a fresh process of its
 own (spawned, so neither inherits the other's memory); peak memory is
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the process that ran our path,
 which includes the interpreter, Flask app and SQLAlchemy (about 100 MiB). The
-bill is read by a child forked for it (``reconciliation/bills/forked.py``); its
-own peak, most of it pages it shares with its parent, is printed too.
+bill is read by two children forked for it (``reconciliation/bills/forked.py``);
+the bigger one's peak, pages it shares with its parent included, is printed too.
 
 Every line of the generated bill matches its order, so the run records nothing but
 the fee booking: the benchmark measures the work every day has, not repairs.
@@ -216,7 +216,7 @@ def reconcile(url: str, instance: str, path: str, queue) -> None:  # type: ignor
             "state": report.state.value,
             "baseline_kib": baseline,
             "maxrss_kib": _maxrss(),
-            # The forked bill reader's, counting the pages it shares with us.
+            # The bigger forked bill reader's, counting the pages it shares with us.
             "child_maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         }
     )
@@ -271,7 +271,8 @@ def main() -> None:
         f"peak memory of reconcile_day's process (ru_maxrss): {peak:.0f} MiB"
         f" (goal {MEMORY_GOAL_MIB} MiB; {ours['baseline_kib'] / 1024:.0f} MiB"
         f" before the run); read and split: {limit['maxrss_kib'] / 1024:.0f} MiB;"
-        f" the forked bill reader: {ours['child_maxrss_kib'] / 1024:.0f} MiB resident,"
+        f" the bigger forked reader: {ours['child_maxrss_kib'] / 1024:.0f} MiB"
+        " resident,"
         " the bill it shares with its parent included"
     )
     lines = "100k" if options.quick else f"{count // 1000}k"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import logging
 import marshal
 import multiprocessing
 import os
@@ -36,7 +37,8 @@ import pickle
 import signal
 import struct
 import tempfile
-from collections.abc import Generator, Iterator
+import traceback
+from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -51,6 +53,8 @@ from reconciliation.bills.wechat import (
     split_point,
 )
 
+logger = logging.getLogger(__name__)
+
 BATCH = 5000
 """Entries per batch written."""
 
@@ -58,10 +62,10 @@ _HEADER = struct.Struct("<cQ")
 _ENTRIES, _END, _REFUSED, _CRASHED, _UNSPLIT = b"B", b"E", b"F", b"X", b"U"
 
 
-def read_trade_bill_columns_here(content: bytes) -> Iterator[list[tuple[Any, ...]]]:
-    """``read_trade_bill`` in this process, in batches by column."""
+def _columns_of(entries: Iterable[TradeEntry]) -> Iterator[list[tuple[Any, ...]]]:
+    """``entries`` in batches of up to ``BATCH``, by column."""
     batch: list[TradeEntry] = []
-    for entry in read_trade_bill(content):
+    for entry in entries:
         batch.append(entry)
         if len(batch) == BATCH:
             yield list(zip(*batch, strict=True))
@@ -111,7 +115,7 @@ class ForkedTradeBill:
             # The second reader found the cut unusable (a pathological bill):
             # the whole bill is read here instead, as it would be without fork.
             self.close()
-            yield from read_trade_bill_columns_here(self._content)
+            yield from _columns_of(read_trade_bill(self._content))
             return
         if len(self._readers) == 1:
             yield from self._readers[0].batches()
@@ -210,7 +214,12 @@ class _Reader:
                 error.line = line
                 raise error
             else:
-                raise ReaderFailed(f"the bill reader failed: {pickle.loads(payload)}")
+                failure, trace = pickle.loads(payload)
+                logger.error(
+                    "bill_reader_failed",
+                    extra={"error": failure, "traceback": trace},
+                )
+                raise ReaderFailed(f"the bill reader failed: {failure}")
 
     def _next(self) -> tuple[bytes, bytes]:
         header = b""
@@ -279,10 +288,9 @@ def _read_aside(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def send(batch: list[TradeEntry]) -> None:
+    def send(columns: list[tuple[Any, ...]]) -> None:
         # By column, the times as Unix seconds: ``marshal`` takes nothing else
         # of an entry, and is several times faster than pickling the tuples.
-        columns = list(zip(*batch, strict=True))
         times = columns[1]
         # Rows of one second share their time object: each is turned into
         # seconds once (the objects live while the batch does, so ids are safe).
@@ -316,16 +324,12 @@ def _read_aside(
             if part is None
             else read_trade_bill_part(content, part, first, tally)
         )
-        batch: list[TradeEntry] = []
-        for entry in entries:
-            batch.append(entry)
-            if len(batch) == BATCH:
-                send(batch)
-                batch = []
-        if batch:
-            send(batch)
+        for columns in _columns_of(entries):
+            send(columns)
         put(_END, pickle.dumps(tally))
     except BillFormatError as error:
         put(_REFUSED, pickle.dumps((str(error), error.line)))
-    except Exception as error:  # noqa: BLE001 - reported to the parent, who raises
-        put(_CRASHED, pickle.dumps(repr(error)))
+    except Exception as error:  # noqa: BLE001 - anything else: the parent logs it
+        # No logging here (see the module's text): the traceback goes to the
+        # parent, which logs it and fails the run.
+        put(_CRASHED, pickle.dumps((repr(error), traceback.format_exc())))

@@ -94,12 +94,17 @@ def test_a_child_that_dies_is_an_error_not_a_short_bill(monkeypatch) -> None:
         _forked(content)
 
 
-def test_a_child_that_fails_other_than_on_the_bill_says_how(monkeypatch) -> None:
+def test_a_child_that_fails_other_than_on_the_bill_says_how(
+    monkeypatch, caplog
+) -> None:
     monkeypatch.setattr(forked, "split_point", lambda content: None)
     monkeypatch.setattr(forked, "read_trade_bill", _breaks)
 
     with pytest.raises(ReaderFailed, match="no room"):
         _forked(bill(HEADER, PAID, SUMMARY_HEADER, SUMMARY))
+
+    [logged] = [r for r in caplog.records if r.getMessage() == "bill_reader_failed"]
+    assert "MemoryError: no room" in logged.traceback
 
 
 def test_closing_early_stops_the_child_and_frees_what_it_wrote() -> None:

@@ -234,9 +234,10 @@ def test_a_card_frozen_before_its_refund_settles_fails_it_and_frees_the_amount(
     assert ledger.check_ledger(session) == []
 
 
-def test_an_auditor_reads_a_refund_left_processing_and_changes_nothing(
-    client, sign_in_operator, terminal, make_card, merchant, session, monkeypatch
-):
+def _refund_left_processing(client, sign_in_operator, terminal, make_card, session):  # type: ignore[no-untyped-def]
+    """A 2.50 wallet refund of a 6.00 payment, its process killed between opening
+    the refund and settling it: (the card, the refund left processing)."""
+
     class Crash(Exception):
         pass
 
@@ -246,11 +247,19 @@ def test_an_auditor_reads_a_refund_left_processing_and_changes_nothing(
     card = make_card(balance_fen=1000)
     _, paid = terminal.pay(600, card_number=card.number)
     sign_in_operator(Role.FINANCE)
-    monkeypatch.setattr(refunds, "settle_refund", crash)
-    with pytest.raises(Crash):
-        _refund(client, paid["out_trade_no"], 250)
-    monkeypatch.undo()
-    left = session.scalars(select(PosRefund)).one()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(refunds, "settle_refund", crash)
+        with pytest.raises(Crash):
+            _refund(client, paid["out_trade_no"], 250)
+    return card, session.scalars(select(PosRefund)).one()
+
+
+def test_an_auditor_reads_a_refund_left_processing_and_changes_nothing(
+    client, sign_in_operator, terminal, make_card, merchant, session
+):
+    card, left = _refund_left_processing(
+        client, sign_in_operator, terminal, make_card, session
+    )
     sign_in_operator(Role.AUDITOR)
 
     asked = client.get(f"/api/pos/refunds/{left.out_refund_no}")
@@ -263,22 +272,11 @@ def test_an_auditor_reads_a_refund_left_processing_and_changes_nothing(
 
 
 def test_a_wallet_refund_left_processing_by_a_crash_settles_when_asked(
-    client, sign_in_operator, terminal, make_card, merchant, session, monkeypatch
+    client, sign_in_operator, terminal, make_card, merchant, session
 ):
-    class Crash(Exception):
-        pass
-
-    def crash(*args, **kwargs):
-        raise Crash
-
-    card = make_card(balance_fen=1000)
-    _, paid = terminal.pay(600, card_number=card.number)
-    sign_in_operator(Role.FINANCE)
-    monkeypatch.setattr(refunds, "settle_refund", crash)
-    with pytest.raises(Crash):
-        _refund(client, paid["out_trade_no"], 250)
-    monkeypatch.undo()
-    left = session.scalars(select(PosRefund)).one()
+    card, left = _refund_left_processing(
+        client, sign_in_operator, terminal, make_card, session
+    )
     assert left.state is RefundState.PROCESSING
 
     asked = client.get(f"/api/pos/refunds/{left.out_refund_no}").json
