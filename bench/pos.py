@@ -36,7 +36,10 @@ worker connects and reads its terminal before its clock starts):
     python bench/pos.py [--quick] [--seconds 20] [--interval 2] [--open-seconds 20]
 
 Needs PostgreSQL: DATABASE_URL, or postgresql+psycopg://postgres@127.0.0.1:5432/postgres.
-Prints both sides with p50/p99 latency, then three JSON lines: the closed loop's
+Prints both sides with p50/p99 latency and the CPU each spent per payment of the
+closed loop (the terminals' client processes, our gunicorn server and its
+workers, every PostgreSQL process: the shares of the two cores), then three JSON
+lines: the closed loop's
 latency (``p50_ms``, ``p99_ms``, ``requests``, ``failed``, and the raw side's); the
 open loop's (``mode`` ``open_loop``, ``offered_per_second``, ``p50_ms``, ``p99_ms``,
 ``max_ms``, ``requests``, ``failed``), the line before the last; and the result, the
@@ -52,6 +55,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import secrets
 import socket
 import statistics
@@ -66,6 +70,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import cpu as cpu_use  # noqa: E402  (bench/cpu.py)
 import psycopg  # noqa: E402
 import requests  # noqa: E402
 from alembic import command as alembic_command  # noqa: E402
@@ -410,11 +415,15 @@ def client_process(
         )
         for terminal in terminals
     ]
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    queue.put(results)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    # The terminals' own CPU, not the process's start (imports) before them.
+    spent = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    queue.put((results, spent))
 
 
 def measure(
@@ -423,7 +432,11 @@ def measure(
     terminals: list,
     seconds: float,
     interval: float | None = None,
+    server: int | None = None,
 ) -> dict:
+    """Run the terminals of ``side`` for ``seconds``; the rates, latencies and the
+    CPU seconds spent meanwhile by the clients, PostgreSQL and the ``server``
+    process with its workers."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     share = len(terminals) // PROCESSES
@@ -441,11 +454,16 @@ def measure(
         )
         for index in range(PROCESSES)
     ]
+    database_cpu = cpu_use.postgres_seconds()
+    server_cpu = cpu_use.tree_seconds(server) if server else 0.0
     for child in children:
         child.start()
-    gathered = [item for _ in children for item in queue.get()]
+    reports = [queue.get() for _ in children]
+    database_cpu = cpu_use.postgres_seconds() - database_cpu
+    server_cpu = cpu_use.tree_seconds(server) - server_cpu if server else 0.0
     for child in children:
         child.join()
+    gathered = [item for results, _ in reports for item in results]
     # Latency over every request (the cashier waits for a failed one too); the
     # rate over payments that succeeded only.
     latencies = sorted(value for values, _ in gathered for value in values)
@@ -459,6 +477,11 @@ def measure(
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[max(int(len(latencies) * 0.99) - 1, 0)] * 1000,
         "max_ms": latencies[-1] * 1000,
+        "cpu_s": {
+            "clients": sum(spent for _, spent in reports),
+            **({"server": server_cpu} if server else {}),
+            "postgres": database_cpu,
+        },
     }
 
 
@@ -512,7 +535,7 @@ def main() -> None:
         # Not counted: each server opens its pooled connections and prepares its
         # statements, as the raw workers connect before their clock starts.
         measure("service", bases, terminals, WARM_UP_SECONDS)
-        ours = measure("service", bases, terminals, seconds)
+        ours = measure("service", bases, terminals, seconds, server=server.pid)
         # After the closed loop, so that every worker is warm, as at lunch.
         lunch = measure("service", bases, terminals, open_seconds, interval)
         check(app)
@@ -531,6 +554,16 @@ def main() -> None:
         f"p50 {ours['p50_ms']:.1f} ms  p99 {ours['p99_ms']:.1f} ms  "
         f"(failed answers: {ours['failures']})"
     )
+    for name, side in (("raw", raw), ("ours", ours)):
+        paid = max(side["per_second"] * seconds, 1)
+        spent = side["cpu_s"]
+        print(
+            f"CPU per payment, {name}: "
+            + ", ".join(
+                f"{part} {value / paid * 1000:.2f} ms" for part, value in spent.items()
+            )
+            + f" (of {os.cpu_count()} cores)"
+        )
     print(
         f"open loop:        {lunch['per_second']:8.1f} payments/s offered "
         f"{TERMINALS / interval:.1f}  p50 {lunch['p50_ms']:.1f} ms  "

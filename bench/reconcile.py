@@ -11,7 +11,8 @@ own (spawned, so neither inherits the other's memory); peak memory is
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the process that ran our path,
 which includes the interpreter, Flask app and SQLAlchemy (about 100 MiB). The
 bill is read by two children forked for it (``reconciliation/bills/forked.py``);
-the bigger one's peak, pages it shares with its parent included, is printed too.
+the bigger one's peak, pages it shares with its parent included, is printed too, and
+so is the CPU the run's process, its readers and PostgreSQL spent meanwhile.
 
 Every line of the generated bill matches its order, so the run records nothing but
 the fee booking: the benchmark measures the work every day has, not repairs.
@@ -29,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import tempfile
@@ -38,6 +40,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import cpu as cpu_use  # noqa: E402  (bench/cpu.py)
 from ledger import create_database, drop_database  # noqa: E402  (bench/ledger.py)
 from notifications import make_app  # noqa: E402  (bench/notifications.py)
 
@@ -196,6 +199,8 @@ def reconcile(url: str, instance: str, path: str, queue) -> None:  # type: ignor
     now = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(11), SHANGHAI)
     with app.app_context():
         baseline = _maxrss()
+        database_cpu = cpu_use.postgres_seconds()
+        cpu = time.process_time()
         started = time.perf_counter()
         content = Path(path).read_bytes()
         bill = Bill(
@@ -208,6 +213,9 @@ def reconcile(url: str, instance: str, path: str, queue) -> None:  # type: ignor
         del content
         report = reconcile_day("wechat", DAY, bill=bill, now=now, batch=5000)
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        database_cpu = cpu_use.postgres_seconds() - database_cpu
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     queue.put(
         {
             "seconds": seconds,
@@ -217,7 +225,10 @@ def reconcile(url: str, instance: str, path: str, queue) -> None:  # type: ignor
             "baseline_kib": baseline,
             "maxrss_kib": _maxrss(),
             # The bigger forked bill reader's, counting the pages it shares with us.
-            "child_maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+            "child_maxrss_kib": children.ru_maxrss,
+            "cpu_s": cpu,
+            "readers_cpu_s": children.ru_utime + children.ru_stime,
+            "database_cpu_s": database_cpu,
         }
     )
 
@@ -267,6 +278,12 @@ def main() -> None:
     peak = ours["maxrss_kib"] / 1024
     print(f"read and split: {limit['seconds']:8.2f} s ({limit['fields']:,} fields)")
     print(f"reconcile_day:  {ours['seconds']:8.2f} s {ours['counts']}")
+    print(
+        f"CPU during the run: {ours['cpu_s']:.2f} s the run's process,"
+        f" {ours['readers_cpu_s']:.2f} s its bill readers,"
+        f" {ours['database_cpu_s']:.2f} s PostgreSQL (every postgres process);"
+        f" {os.cpu_count()} cores"
+    )
     print(
         f"peak memory of reconcile_day's process (ru_maxrss): {peak:.0f} MiB"
         f" (goal {MEMORY_GOAL_MIB} MiB; {ours['baseline_kib'] / 1024:.0f} MiB"
