@@ -15,7 +15,10 @@ The tree::
 
 Every answer is RFC 9457 problem details (``application/problem+json``) with our own
 stable ``code`` beside ``title`` and ``detail``: clients branch on ``code``, people
-read ``detail`` in the language they asked for.
+read ``detail`` in the language they asked for. A person's browser opening a page
+(not ``/api/``, asking for HTML before JSON) gets the same problem as a page
+instead, with the same status and headers: a payer who scans a stale QR code or a
+graduate following an old link reads a sentence, not JSON.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import logging
 from typing import Any
 
 from apiflask import APIFlask, HTTPError
-from flask import Response, jsonify, request
+from flask import Response, jsonify, render_template, request
 from flask_babel import LazyString, lazy_gettext
+from werkzeug.http import HTTP_STATUS_CODES
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +118,52 @@ def problem_response(body: dict[str, Any], headers: Any = None) -> Response:
     return response
 
 
+# Paths whose callers are programs (terminals, channels, API clients), answered
+# in JSON whatever they accept.
+_MACHINE_PATHS = ("/api/", "/notify/", "/openapi.json", "/docs")
+
+
+def wants_page() -> bool:
+    """Whether the request is a browser opening one of our pages: it accepts HTML
+    at a higher quality than JSON (no ``Accept``, or ``*/*``, is JSON)."""
+    if request.path.startswith(_MACHINE_PATHS):
+        return False
+    best = request.accept_mimetypes.best_match(
+        ["application/problem+json", "application/json", "text/html"]
+    )
+    return best == "text/html"
+
+
+def error_response(body: dict[str, Any], headers: Any = None) -> Response:
+    """The problem as JSON, or as a page for a browser (``wants_page``)."""
+    if not wants_page():
+        return problem_response(body, headers)
+    response = Response(
+        render_template("error.html", problem=body),
+        status=body["status"],
+        mimetype="text/html",
+    )
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+# Our words for the statuses werkzeug answers itself (its own are English only).
+_HTTP_TITLES = {
+    400: lazy_gettext("Invalid input"),
+    401: lazy_gettext("Please sign in"),
+    403: lazy_gettext("Not allowed"),
+    404: lazy_gettext("Not found"),
+    405: lazy_gettext("This address does not take that kind of request"),
+    413: lazy_gettext("The upload is too large"),
+    415: lazy_gettext("This kind of content is not accepted here"),
+    422: lazy_gettext("Invalid input"),
+    429: lazy_gettext("Too many requests; please wait a minute and try again"),
+}
+
+_FIELDS_INVALID = lazy_gettext("Some fields are missing or not valid.")
+
+
 def init_app(app: APIFlask) -> None:
     @app.errorhandler(CampusError)
     def _campus_error(error: CampusError) -> Response:
@@ -122,7 +172,7 @@ def init_app(app: APIFlask) -> None:
                 "request_failed",
                 extra={"code": error.code, "path": request.path},
             )
-        return problem_response(error.problem())
+        return error_response(error.problem())
 
     @app.error_processor
     def _http_error(error: HTTPError) -> Response:
@@ -139,13 +189,21 @@ def init_app(app: APIFlask) -> None:
             422: "invalid_input",
             429: "rate_limited",
         }.get(error.status_code, "http_error")
+        title = _HTTP_TITLES.get(error.status_code)
+        message = str(error.message)
+        detail: LazyString | str = message
+        if message == app.config["VALIDATION_ERROR_DESCRIPTION"]:
+            detail = _FIELDS_INVALID
+        elif title is not None and message == HTTP_STATUS_CODES.get(error.status_code):
+            # werkzeug's own phrase ("Not Found") says no more than our title.
+            detail = title
         body: dict[str, Any] = {
             "type": PROBLEM_TYPE_BASE + code,
-            "title": str(error.message),
+            "title": str(title) if title is not None else message,
             "status": error.status_code,
             "code": code,
-            "detail": str(error.message),
+            "detail": str(detail),
         }
         if error.detail:
             body["errors"] = error.detail
-        return problem_response(body, error.headers)
+        return error_response(body, error.headers)

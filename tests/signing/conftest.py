@@ -36,6 +36,7 @@ def missing_tool(reason: str) -> None:
         pytest.fail(reason)
     pytest.skip(reason)
 
+
 TOKEN_PIN = "1234"
 SOFTHSM_MODULES = (
     "/usr/lib/softhsm/libsofthsm2.so",

@@ -94,3 +94,28 @@ def test_checkout_in_a_plain_browser_offers_the_campus_card(
     assert (answer["state"], answer["channel"]) == ("succeeded", "campus")
     session.rollback()
     assert card.wallet.balance_fen == 3800
+
+
+def test_a_payer_scanning_a_stale_code_reads_a_page_not_json(chromium, live_app):
+    # WeChat's browser on a Chinese phone asks for Chinese.
+    context = chromium.new_context(
+        user_agent=USER_AGENTS["wechat"],
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        locale="zh-CN",
+    )
+    page = context.new_page()
+    try:
+        answer = page.goto(f"{live_app.url}/pay/o/no-longer-here")
+        heading = page.locator("h1").inner_text()
+        home = page.get_by_role("link", name="返回首页")
+        home.click()
+        page.wait_for_load_state()
+        landed = page.url
+    finally:
+        context.close()
+
+    assert answer is not None and answer.status == 404
+    assert answer.headers["content-type"].startswith("text/html")
+    assert heading == "收款不存在"
+    assert landed == f"{live_app.url}/"
