@@ -204,15 +204,37 @@ def _required_roles(view: Callable[..., Any] | None) -> tuple[Role, ...] | None:
 
 
 def requires_student(view: F) -> F:
+    """Refuse the view unless a student is signed in: a browser is sent to the
+    sign-in page and back, a program gets 401."""
+
     @functools.wraps(view)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        if current_student() is None:
-            if request.accept_mimetypes.accept_html and not request.is_json:
-                return redirect(url_for("auth.student_sign_in", next=request.path))
-            raise AuthenticationRequired()
+        refusal = _student_refusal()
+        if refusal is not None:
+            return refusal
         return view(*args, **kwargs)
 
+    # Read before the request's input is validated, as ``required_roles`` is.
+    checked.requires_student = True  # type: ignore[attr-defined]
     return checked  # type: ignore[return-value]
+
+
+def _student_refusal() -> Response | None:
+    if current_student() is not None:
+        return None
+    if request.accept_mimetypes.accept_html and not request.is_json:
+        return redirect(url_for("auth.student_sign_in", next=request.path))
+    raise AuthenticationRequired()
+
+
+def needs_student(view: Callable[..., Any] | None) -> bool:
+    seen: set[int] = set()
+    while view is not None and id(view) not in seen:
+        seen.add(id(view))
+        if hasattr(view, "__dict__") and view.__dict__.get("requires_student"):
+            return True
+        view = getattr(view, "__wrapped__", None)
+    return False
 
 
 def _safe_next(target: str | None) -> str:
@@ -375,9 +397,13 @@ def init_app(app: Flask) -> None:
         g.pop("roles_checked", None)
 
     @app.before_request
-    def _roles_before_input() -> None:
+    def _roles_before_input() -> Response | None:
         # Who may call comes before what they sent: a stranger gets 401/403, never
         # the schema's field errors of an endpoint they may not use.
-        roles = _required_roles(app.view_functions.get(request.endpoint or ""))
+        view = app.view_functions.get(request.endpoint or "")
+        roles = _required_roles(view)
         if roles is not None:
             _check_roles(roles)
+        if needs_student(view):
+            return _student_refusal()
+        return None

@@ -1,6 +1,8 @@
 """Every operator endpoint refuses whoever may not use it, found by walking the app's
 URL map rather than listed by hand: a new operator page that forgets its guard
-fails here without anyone having to remember to add a test for it."""
+fails here without anyone having to remember to add a test for it. Every other
+endpoint is a terminal's (signed), a signed-in student's, or named below as open
+to anyone with the reason: a new endpoint that is none of these fails here too."""
 
 from __future__ import annotations
 
@@ -12,12 +14,47 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
-from campus.auth import Role, create_operator, requires_role
+from campus.auth import Role, create_operator, needs_student, requires_role
 from campus.database import db
 
 # Everything under these is for staff. The sign-in page is the one way in.
 OPERATOR_PREFIXES = ("operator", "finance", "registrar", "admin")
 PUBLIC = {"/operator/sign-in"}
+
+# Endpoints anyone may call, and why. Everything else needs an operator's role, a
+# terminal's signature or a signed-in student.
+OPEN_ENDPOINTS = {
+    "index": "the home page",
+    "static": "style sheets and scripts",
+    "health.healthz": "the load balancer's check",
+    "openapi.spec": "the API's description",
+    "openapi.docs": "the API's description",
+    "openapi.swagger_ui_oauth_redirect": "the API's description",
+    "auth.operator_sign_in": "the way in for staff",
+    "auth.operator_sign_in_api": "the way in for staff",
+    "auth.sign_out_api": "signing out needs nobody signed in",
+    "auth.student_sign_in": "the way in for students",
+    "auth.cas_callback": "CAS hands the student back here with a ticket",
+    "auth.dev_sign_in": "development sign-in; refused unless enabled",
+    "notifications.wechat": "WeChat Pay's notifications, checked by their signature",
+    "notifications.alipay": "Alipay's notifications, checked by their signature",
+    "pos_pages.static_qr": "a merchant's printed QR code, opened by any payer",
+    "pos_pages.qr_checkout": "an order's QR code, opened by any payer",
+    "pos_pages.qr_oauth_return": "the payment app hands the payer back here",
+    "transcripts.shared": "a graduate's share link, opened by an employer",
+    "transcripts.shared_file": "a graduate's share link, opened by an employer",
+    "verification.share_page": "an employer checks a shared transcript",
+    "verification.home": "the public verification page",
+    "verification.upload_page": "the public verification page",
+    "verification.code_form": "the public verification page",
+    "verification.code_page": "a verification code, typed by an employer",
+    "verification.registered_file": "a verification code, typed by an employer",
+    "verification.api_verify_file": "the public verification API",
+    "verification.api_code": "the public verification API",
+    "verification.api_share": "the public verification API",
+}
+TERMINAL_BLUEPRINT = "pos_api"
+"""Its every request is verified as a terminal's before the view runs."""
 
 # Each wrapper ``requires_role`` makes runs this one code object, so a view is
 # guarded when it, or a function it wraps, runs it.
@@ -127,5 +164,66 @@ def test_an_operator_without_the_role_is_refused_everywhere(
                     f"{role.value}: {response.status_code} {code}"
                 )
                 break
+
+    _judge(wrong)
+
+
+def _who_may_call(app: Any, rule: Rule) -> str:
+    view = app.view_functions[rule.endpoint]
+    if allowed_roles(view) is not None:
+        return "operator"
+    if rule.endpoint.split(".")[0] == TERMINAL_BLUEPRINT:
+        return "terminal"
+    if needs_student(view):
+        return "student"
+    if rule.endpoint in OPEN_ENDPOINTS:
+        return "anyone"
+    return "unsaid"
+
+
+def _endpoints_of(app: Any, caller: str) -> list[tuple[str, Rule]]:
+    return [
+        (method, rule)
+        for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule)
+        if _who_may_call(app, rule) == caller
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+    ]
+
+
+def test_every_endpoint_says_who_may_call_it(app) -> None:
+    unsaid = [rule.rule for _, rule in _endpoints_of(app, "unsaid")]
+    stale = set(OPEN_ENDPOINTS) - set(app.view_functions)
+
+    assert unsaid == [], "guard these, or add them to OPEN_ENDPOINTS with a reason"
+    assert stale == set(), "these open endpoints no longer exist"
+    # A walk that finds nothing would pass the two tests below.
+    assert len(_endpoints_of(app, "student")) >= 15
+    assert len(_endpoints_of(app, "terminal")) >= 5
+
+
+def test_a_stranger_is_refused_every_students_endpoint(app, client) -> None:
+    wrong = {}
+    for method, rule in _endpoints_of(app, "student"):
+        program = _call(client, method, rule)
+        browser = client.open(
+            _path(rule), method=method, headers={"Accept": "text/html"}
+        )
+        code = (program.get_json(silent=True) or {}).get("code")
+        location = browser.headers.get("Location", "")
+        if (program.status_code, code) != (401, "authentication_required") or (
+            browser.status_code != 302 or not location.startswith("/sign-in?next=")
+        ):
+            wrong[method, rule.rule] = f"{program.status_code} {code}, {location}"
+
+    _judge(wrong)
+
+
+def test_an_unsigned_request_is_refused_every_terminal_endpoint(app, client) -> None:
+    wrong = {}
+    for method, rule in _endpoints_of(app, "terminal"):
+        response = _call(client, method, rule)
+        code = (response.get_json(silent=True) or {}).get("code")
+        if (response.status_code, code) != (401, "terminal_signature_refused"):
+            wrong[method, rule.rule] = f"{response.status_code} {code}"
 
     _judge(wrong)
