@@ -4,9 +4,15 @@ discrepancies, without reconciliation changing them."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from zoneinfo import ZoneInfo
 
+import pytest
+from sqlalchemy import func, select, text
+
 from campus.auth import Role
+from campus.database import db
 from payments.channels.base import PaymentResult, TradeState
 from payments.orders import SettleOutcome
 from payments.pos.models import PaymentSource, PaymentState, PosPayment
@@ -18,6 +24,8 @@ from payments.topups import (
     open_top_up,
     settle_top_up,
 )
+from reconciliation.flagged import AlreadyReviewed, review
+from reconciliation.models import OrderReview
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOON = dt.datetime(2031, 3, 4, 4, 0, tzinfo=dt.UTC)
@@ -256,3 +264,53 @@ def test_an_auditor_cannot_review_or_resolve_through_the_finance_page(
     assert [
         o["out_trade_no"] for o in client.get("/api/reconciliation/flagged-orders").json
     ] == [number]
+
+
+def _wait_for_a_lock_wait(session, seconds: float = 10) -> None:
+    """Until another connection of this database waits on a lock."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        waiting = session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+        )
+        session.rollback()
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the second review never waited for the first")
+
+
+@pytest.mark.postgres
+def test_two_operators_reviewing_one_flag_at_once_record_one_review(session, make_card):
+    number = _flag_closed_top_up(session, make_card)
+    first, second = db.new_session(), db.new_session()
+    outcome: list[str] = []
+
+    def the_other_operator() -> None:
+        try:
+            # Reads no review yet (the first is not committed), then waits on
+            # the unique index for the first transaction to end.
+            review(second, "top_up", number, note="checked it too", operator="b")
+            second.commit()
+            outcome.append("reviewed")
+        except AlreadyReviewed as refusal:
+            second.rollback()
+            outcome.append(refusal.code)
+
+    try:
+        review(first, "top_up", number, note="checked with WeChat Pay", operator="a")
+        racing = threading.Thread(target=the_other_operator)
+        racing.start()
+        _wait_for_a_lock_wait(session)
+        first.commit()
+        racing.join(10)
+    finally:
+        first.close()
+        second.close()
+
+    assert outcome == ["order_already_reviewed"]
+    assert session.scalar(select(func.count()).select_from(OrderReview)) == 1
+    assert session.scalar(select(OrderReview.reviewed_by)) == "a"
