@@ -101,8 +101,10 @@ def test_orders_paid_after_they_closed_are_listed_for_review(
         "alipay",
     )
     assert "failed" in payment["reason"]
-    assert "Orders flagged for review (2)" in page
+    assert "待复核订单（2）" in page
     assert closed.out_trade_no in page and failed.out_trade_no in page
+    english = client.get("/reconciliation?lang=en").get_data(as_text=True)
+    assert "Orders flagged for review (2)" in english
     session.rollback()
     assert session.get(PosPayment, failed.id).state is PaymentState.FAILED
 
@@ -144,7 +146,7 @@ def test_a_reviewed_order_leaves_the_list_and_is_kept_with_who_and_why(
     assert [(r["out_trade_no"], r["note"]) for r in reviews] == [
         (number, "refunded to the student by hand")
     ]
-    assert "Orders flagged for review (0)" in page
+    assert "待复核订单（0）" in page
     assert "refunded to the student by hand" in page
     session.rollback()
     # The flag itself belongs to payments and stays.
@@ -214,7 +216,7 @@ def test_auditors_read_reviews_but_only_finance_reviews(
 
     assert refused.status_code == 403
     assert client.get("/api/reconciliation/order-reviews").status_code == 200
-    assert "Mark reviewed" not in page
+    assert "标记已复核" not in page
     assert len(client.get("/api/reconciliation/flagged-orders").json) == 1
 
 
@@ -235,7 +237,7 @@ def test_the_finance_page_marks_a_flagged_order_reviewed(
         },
     )
 
-    assert "Mark reviewed" in before
+    assert "标记已复核" in before
     assert posted.status_code == 302
     assert client.get("/api/reconciliation/flagged-orders").json == []
 
