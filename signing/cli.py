@@ -1,7 +1,10 @@
 """``flask signing``: make the development PKI, sign, validate, show status.
 
 ``validate`` exits 0 when the file is valid, 1 when it is not, 2 when it is not a
-readable signed PDF, so scripts can branch on the bottom line.
+readable signed PDF or could not be checked within the validation time limit
+(``max_validation_seconds``), so scripts can branch on the bottom line. The file is
+validated in a child process killed at that limit (``signing.workers``): a hostile
+file cannot hold the command past it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from signing.devpki import DevelopmentPKI
 from signing.errors import SigningConfigError, SigningError
 from signing.service import SigningService
 from signing.signer import Seal
+from signing.workers import OutOfTime, ValidationWorkers, WorkerError, WorkerFailed
 
 logger = logging.getLogger(__name__)
 
@@ -141,15 +145,36 @@ def sign(
 def validate(
     file: Path, as_json: bool, offline: bool, moment: dt.datetime | None
 ) -> None:
-    """Validate FILE. Exit code: 0 valid, 1 not valid, 2 unreadable."""
+    """Validate FILE. Exit code: 0 valid, 1 not valid, 2 unreadable or out of
+    time."""
     try:
-        report = _service().validate(
-            file.read_bytes(),
-            moment=moment.replace(tzinfo=dt.UTC) if moment else None,
-            allow_fetching=False if offline else None,
-        )
+        service = _service()
+        fetching = service.config.allow_fetching and not offline
+        if fetching:
+            # The development PKI's responders run in this process; the child
+            # asks them over HTTP.
+            service.ensure_trust_services()
+        recipe = service.validator_recipe(allow_fetching=fetching)
     except SigningConfigError as error:
         raise click.ClickException(str(error)) from error
+    seconds = recipe.max_seconds
+    try:
+        with ValidationWorkers(recipe, 1, seconds) as workers:
+            # The child's start (pyHanko's imports) is not the file's time.
+            workers.warm()
+            report = workers.validate(
+                file.read_bytes(), moment.replace(tzinfo=dt.UTC) if moment else None
+            )
+    except WorkerError as error:
+        if isinstance(error, OutOfTime):
+            reason = f"not checked within {seconds:g} s (max_validation_seconds)"
+        elif isinstance(error, WorkerFailed):
+            reason = f"could not be read: {error.detail}"
+        else:
+            reason = "could not be checked"
+        logger.warning("cli_validation_failed", extra={"file": file.name})
+        click.echo(f"{file}: {reason}", err=True)
+        sys.exit(2)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:

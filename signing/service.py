@@ -29,6 +29,7 @@ from signing.errors import SigningError, translated
 from signing.keys import SigningKey, asn1_certificate, build_keys, load_certificates
 from signing.signer import DocumentSigner, Seal, Timestamper
 from signing.validator import DocumentValidator, ValidationReport
+from signing.workers import ValidatorRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,22 @@ class SigningService:
                 before_fetching=self.ensure_trust_services,
             ),
         )
+
+    def validator_recipe(self, **choices: Any) -> ValidatorRecipe:
+        """What a child process (``signing.workers``) needs to validate as this
+        service does: its trust roots and limits, with ``choices`` (any field of
+        ``ValidatorRecipe``) instead of the configured values."""
+        config = self.config
+        recipe = ValidatorRecipe(
+            roots_der=tuple(root.dump() for root in self.trust_roots),
+            max_document_bytes=config.max_document_bytes,
+            max_seconds=config.max_validation_seconds,
+            max_signatures=config.max_signatures,
+            memory_bytes=0,
+            allow_fetching=config.allow_fetching,
+            timeout=config.timeout_seconds,
+        )
+        return dataclasses.replace(recipe, **choices)
 
     # -- what callers use ---------------------------------------------------------
 

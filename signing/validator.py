@@ -445,10 +445,10 @@ class DocumentValidator:
         return report
 
     def _check_time(self, started: float) -> None:
-        # TODO: the budget is checked between signatures only; one pyHanko call
-        # on a hostile file (deeply nested objects within the decode limits) is
-        # not interrupted. A hard deadline needs validation in a worker process
-        # killed on time, kept warm in a pool so that its caches survive.
+        # Between signatures only: one pyHanko call on a hostile file (deeply
+        # nested objects within the decode limits) is not interrupted here. The
+        # callers that need a deadline that holds validate in ``signing.workers``
+        # children, killed on time.
         if time.monotonic() - started > self.max_seconds:
             raise OutOfTime
 

@@ -1,7 +1,7 @@
 """Verification for employers: a file, a code or a share link in, one answer out.
 
 An upload goes through ``signing``'s validator (in a child process with a hard
-deadline, ``verification_workers``) and then to the registry, by the SHA-256 of
+deadline, ``signing.workers``) and then to the registry, by the SHA-256 of
 the file or of the signed revision it starts with::
 
     bytes → size and header → validation report → outcome → registry → status
@@ -54,15 +54,14 @@ from campus.errors import CampusError, InvalidInput, NotFound
 from campus.settings import SettingsError
 from signing.validator import Outcome as CheckOutcome
 from signing.validator import SignatureReport, ValidationReport
-from transcripts import codes, registry, sharing
-from transcripts.verification_workers import (
+from signing.workers import (
     Busy,
     OutOfTime,
     ValidationWorkers,
-    ValidatorRecipe,
     WorkerFailed,
     shared_workers,
 )
+from transcripts import codes, registry, sharing
 
 logger = logging.getLogger(__name__)
 
@@ -775,14 +774,14 @@ class VerificationService:
             from signing import signing_service
 
             signing = signing_service(self.app)
-            recipe = ValidatorRecipe(
-                roots_der=tuple(root.dump() for root in signing.trust_roots),
+            recipe = signing.validator_recipe(
                 max_document_bytes=self.config.max_bytes,
                 max_seconds=min(
                     self.config.seconds, signing.config.max_validation_seconds
                 ),
-                max_signatures=signing.config.max_signatures,
                 memory_bytes=self.config.worker_memory_mb * 1024 * 1024,
+                # A stranger's file must not make us fetch what it names.
+                allow_fetching=False,
             )
             self._workers = shared_workers(
                 recipe, self.config.workers, self.config.seconds

@@ -86,6 +86,28 @@ def test_validate_exit_code_tells_the_bottom_line(
     assert unreadable.exit_code == 2, unreadable.output
 
 
+def test_validate_stops_a_check_at_the_time_limit(
+    settings: Settings,
+    pki: DevelopmentPKI,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    service,  # type: ignore[no-untyped-def]
+    document: bytes,
+) -> None:
+    # No file can be checked in a microsecond: the child is killed at the limit
+    # and the command says so, instead of running on.
+    monkeypatch.setenv("CAMPUS_SIGNING_DEV_PKI_PATH", str(pki.path))
+    monkeypatch.setenv("CAMPUS_SIGNING_MAX_VALIDATION_SECONDS", "0.000001")
+    runner = create_app(settings).test_cli_runner()
+    signed = tmp_path / "signed.pdf"
+    signed.write_bytes(service.sign(document))
+
+    checked = runner.invoke(args=["signing", "validate", str(signed)])
+
+    assert checked.exit_code == 2, checked.output
+    assert "not checked within 1e-06 s (max_validation_seconds)" in checked.output
+
+
 def test_status(runner: FlaskCliRunner) -> None:
     result = runner.invoke(args=["signing", "status"])
 

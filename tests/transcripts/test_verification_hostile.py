@@ -10,8 +10,8 @@ import zlib
 
 import pytest
 
+from signing.workers import OutOfTime, ValidationWorkers, WorkerFailed
 from transcripts import codes, verification
-from transcripts.verification_workers import OutOfTime, ValidationWorkers, WorkerFailed
 
 from .conftest import pdf_form
 

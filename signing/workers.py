@@ -1,21 +1,23 @@
-"""Validation of uploaded files in child processes, with a hard deadline.
+"""Validation in child processes, with a hard deadline.
 
 ``signing.validator.DocumentValidator`` checks its time budget only between
 signatures: one pyHanko call on a hostile file is never interrupted, and a few
-hostile files raise where the validator promises an answer. A public page cannot
-rely on that, so the files strangers upload are validated here: each in a
-child process that holds its own warm validator (trust roots parsed once,
-pyHanko imported once) and is killed when it overruns. A killed or crashed
-child is replaced by a fresh one before the next file.
+hostile files raise where the validator promises an answer. Whoever needs a
+deadline that holds (the public verification page, for files strangers upload;
+``flask signing validate``, for a file someone was sent) validates here: each file
+in a child process that holds its own warm validator (trust roots parsed once,
+pyHanko imported once) and is killed when it overruns. A killed or crashed child
+is replaced by a fresh one before the next file.
 
 The children are made with ``spawn``: the web server's threads may hold locks
-that a forked copy of the process would inherit held. Each child limits its own
-address space, so that a decompression bomb beyond pyHanko's decoding limits ends
-in ``MemoryError`` rather than in the kernel's OOM killer choosing a victim.
+that a forked copy of the process would inherit held. Each child may limit its
+own address space, so that a decompression bomb beyond pyHanko's decoding limits
+ends in ``MemoryError`` rather than in the kernel's OOM killer choosing a victim.
 
-Children validate offline (``allow_fetching=False``): the transcripts this
-service signs at B-LTA carry their revocation data, and a file from a stranger
-must not make this server fetch URLs named in certificates it carries.
+A recipe says whether its children may fetch revocation data. The verification
+page's never do: the transcripts this service signs at B-LTA carry their
+revocation data, and a file from a stranger must not make this server fetch URLs
+named in certificates it carries.
 
 Errors::
 
@@ -28,6 +30,7 @@ Errors::
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import multiprocessing
 import queue
@@ -74,11 +77,15 @@ class ValidatorRecipe:
     max_signatures: int
     memory_bytes: int
     """Address-space limit of the child; 0 leaves it unlimited."""
+    allow_fetching: bool = False
+    """Whether the child may fetch revocation data the file lacks."""
+    timeout: float = 10.0
+    """Seconds each fetch may take."""
 
 
 def _serve(connection: Connection, recipe: ValidatorRecipe) -> None:
-    """The child's loop: PDF bytes in, ``("report", ValidationReport)`` or
-    ``("error", text)`` out, until the parent closes the pipe."""
+    """The child's loop: ``(pdf, moment)`` in, ``("report", ValidationReport)``
+    or ``("error", text)`` out, until the parent closes the pipe."""
     import resource
 
     from asn1crypto import x509
@@ -96,20 +103,22 @@ def _serve(connection: Connection, recipe: ValidatorRecipe) -> None:
     logging.getLogger("pyhanko").setLevel(logging.CRITICAL)
     validator = DocumentValidator(
         [x509.Certificate.load(der) for der in recipe.roots_der],
-        allow_fetching=False,
+        allow_fetching=recipe.allow_fetching,
+        timeout=recipe.timeout,
         max_document_bytes=recipe.max_document_bytes,
         max_seconds=recipe.max_seconds,
         max_signatures=recipe.max_signatures,
     )
     while True:
         try:
-            pdf = connection.recv_bytes()
+            # From the parent that started us: unpickling trusts no stranger.
+            pdf, moment = connection.recv()
         except (EOFError, OSError):
             return
         try:
             answer: tuple[str, Any] = (
                 "report",
-                validator.validate(pdf, allow_fetching=False),
+                validator.validate(pdf, moment=moment),
             )
         except MemoryError:
             answer = ("error", "the file needs more memory than a check may use")
@@ -165,8 +174,11 @@ class ValidationWorkers:
             # Made on first use: an app that never verifies a file starts none.
             self._free.put(None)
 
-    def validate(self, pdf: bytes) -> ValidationReport:
-        """The validator's report on ``pdf``, or a ``WorkerError``."""
+    def validate(
+        self, pdf: bytes, moment: dt.datetime | None = None
+    ) -> ValidationReport:
+        """The validator's report on ``pdf`` (as of ``moment``, else now), or a
+        ``WorkerError``."""
         try:
             child = self._free.get(timeout=self.seconds)
         except queue.Empty:
@@ -176,7 +188,7 @@ class ValidationWorkers:
             if child is None:
                 child = _Child(self.recipe)
             deadline = self.seconds + (START_SECONDS if child.fresh else 0.0)
-            child.connection.send_bytes(pdf)
+            child.connection.send((pdf, moment))
             if not child.connection.poll(deadline):
                 logger.warning(
                     "verification_out_of_time",
@@ -218,13 +230,19 @@ class ValidationWorkers:
                 if child.fresh:
                     # A file no validator reads past its header: a cheap
                     # round trip that waits for the child's imports.
-                    child.connection.send_bytes(b"not a pdf")
+                    child.connection.send((b"not a pdf", None))
                     if child.connection.poll(START_SECONDS):
                         child.connection.recv()
                         child.fresh = False
         finally:
             for child in taken:
                 self._free.put(child)
+
+    def __enter__(self) -> ValidationWorkers:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop every idle child (busy ones are stopped by their owners' pipes
