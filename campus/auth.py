@@ -40,7 +40,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from werkzeug.wrappers import Response
 
 from campus.database import Base, db, str_enum, utcnow
-from campus.errors import AuthenticationRequired, Forbidden, InvalidInput
+from campus.errors import AuthenticationRequired, Forbidden, InvalidInput, wants_page
 from campus.people import Person, PersonKind, find_person
 
 logger = logging.getLogger(__name__)
@@ -403,6 +403,9 @@ def init_app(app: Flask) -> None:
         view = app.view_functions.get(request.endpoint or "")
         roles = _required_roles(view)
         if roles is not None:
+            if current_operator() is None and wants_page():
+                # A person at a staff page: to the sign-in form and back here.
+                return redirect(url_for("auth.operator_sign_in", next=request.path))
             _check_roles(roles)
         if needs_student(view):
             return _student_refusal()

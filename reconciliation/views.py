@@ -262,7 +262,8 @@ def discrepancies_csv() -> Response:
 @bp.doc(hide=True)
 @requires_role(Role.FINANCE, Role.AUDITOR)
 def finance_page() -> Any:
-    error = None
+    # A refusal is shown beside the form that was sent.
+    error = review_error = None
     if request.method == "POST":
         operator = current_operator()
         assert operator is not None
@@ -288,7 +289,10 @@ def finance_page() -> Any:
                         operator=f"operator:{operator.username}",
                     )
         except CampusError as refused:
-            error = str(refused.detail)
+            if request.form.get("action") == "review":
+                review_error = str(refused.detail)
+            else:
+                error = str(refused.detail)
         else:
             return redirect(url_for(".finance_page"))
     runs = list(
@@ -308,6 +312,7 @@ def finance_page() -> Any:
         labels=FINANCE_LABELS,
         can_resolve=current_operator().has_role(Role.FINANCE),  # type: ignore[union-attr]
         error=error,
+        review_error=review_error,
     )
 
 

@@ -202,15 +202,19 @@ _operators = itertools.count(1)
 
 @pytest.fixture
 def sign_in_operator(session: Session, client):
-    def sign_in(*roles: Role) -> None:
+    def sign_in(*roles: Role) -> int:
+        """Sign ``client`` in as a new operator holding ``roles``; their id."""
         username = f"op{next(_operators)}"
-        create_operator(session, username, "correct horse battery", list(roles))
+        operator = create_operator(
+            session, username, "correct horse battery", list(roles)
+        )
         session.commit()
         response = client.post(
             "/api/operators/sign-in",
             json={"username": username, "password": "correct horse battery"},
         )
         assert response.status_code == 200
+        return operator.id
 
     return sign_in
 

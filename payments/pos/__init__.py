@@ -26,7 +26,7 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     from campus.scheduler import Job, register_job
     from payments import orders
-    from payments.pos import api, cli, config, pages, records, service
+    from payments.pos import api, cli, config, pages, records, refunds, service
 
     config.init_app(app)
     orders.register(records.ORDER_KIND)
@@ -40,3 +40,9 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(pages.bp)
     cli.init_app(app)
     register_job(app, Job("pos_resolve_stale", service.resolve_stale, every_seconds=30))
+    register_job(
+        app,
+        Job(
+            "pos_resolve_stale_refunds", refunds.resolve_stale_refunds, every_seconds=60
+        ),
+    )

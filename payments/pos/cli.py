@@ -25,7 +25,7 @@ from campus.cli import reaches_channels
 from campus.database import db
 from payments.merchants import Terminal, find_merchant
 from payments.money import parse_fen
-from payments.pos import service
+from payments.pos import refunds, service
 from payments.pos.models import CashierMerchant
 from payments.pos.terminal_auth import sign
 
@@ -161,9 +161,12 @@ def terminals_command(merchant_code: str | None) -> None:
 @pos.command("resolve-stale")
 @reaches_channels
 def resolve_command() -> None:
-    """Finish payments a crashed process left paying (cron or systemd timer)."""
+    """Finish payments a crashed process left paying, and refunds left
+    processing (cron or systemd timer)."""
     report = service.resolve_stale()
-    click.echo(json.dumps(report.__dict__))
+    click.echo(
+        json.dumps({**report.__dict__, "refunds": refunds.resolve_stale_refunds()})
+    )
 
 
 @pos.command("assign-cashier")

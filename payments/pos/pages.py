@@ -28,7 +28,7 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import gettext
+from flask_babel import gettext, lazy_gettext
 from sqlalchemy import select
 
 from campus.auth import Role, current_student, requires_role, requires_student
@@ -43,7 +43,14 @@ from payments.merchants import Merchant, Terminal, find_merchant
 from payments.money import format_yuan, parse_fen
 from payments.pos import refunds, service
 from payments.pos.config import pos_config
-from payments.pos.models import PaymentState, PosPayment, PosRefund, RefundDestination
+from payments.pos.models import (
+    CashierMerchant,
+    PaymentState,
+    PosPayment,
+    PosRefund,
+    RefundDestination,
+    RefundState,
+)
 from payments.pos.terminal_auth import SignedBy, TerminalDisabled
 from payments.top_up_pages import payer_environment, qr_svg
 from payments.topups import business_day_bounds
@@ -245,14 +252,15 @@ def qr_wallet(token: str) -> Any:
 @bp.doc(hide=True)
 @requires_role(Role.CASHIER)
 def web_pos() -> str:
-    terminals = db.session.scalars(
-        select(Terminal).where(Terminal.enabled.is_(True)).order_by(Terminal.id)
-    ).all()
+    from campus.auth import current_operator
+
+    operator = current_operator()
+    assert operator is not None
+    terminals = _terminals_of(operator)
     result, error = None, None
     if request.method == "POST":
-        terminal = db.session.scalar(
-            select(Terminal).where(Terminal.key_id == request.form.get("terminal", ""))
-        )
+        key_id = request.form.get("terminal", "")
+        terminal = next((t for t in terminals if t.key_id == key_id), None)
         try:
             if terminal is None:
                 raise InvalidInput(gettext("Choose a terminal."))
@@ -281,7 +289,54 @@ def web_pos() -> str:
         result=result,
         error=error,
         format_yuan=format_yuan,
+        payment_state=payment_state_label,
+        channel_names=CHANNEL_NAMES,
     )
+
+
+CHANNEL_NAMES = {
+    "wechat": lazy_gettext("WeChat Pay"),
+    "alipay": lazy_gettext("Alipay"),
+    "campus": lazy_gettext("Campus card"),
+}
+
+
+def _terminals_of(operator: Any) -> list[Terminal]:
+    """The enabled terminals a cashier may charge on: those of the merchants
+    they work for (``flask pos assign-cashier``); every one for an admin."""
+    query = select(Terminal).where(Terminal.enabled.is_(True)).order_by(Terminal.id)
+    if not operator.has_role(Role.ADMIN):
+        query = query.where(
+            Terminal.merchant_id.in_(
+                select(CashierMerchant.merchant_id).where(
+                    CashierMerchant.operator_id == operator.id
+                )
+            )
+        )
+    return list(db.session.scalars(query))
+
+
+_PAYMENT_STATES = {
+    PaymentState.AWAITING: lazy_gettext("Awaiting the payer"),
+    PaymentState.PAYING: lazy_gettext("Paying"),
+    PaymentState.SUCCEEDED: lazy_gettext("Paid"),
+    PaymentState.FAILED: lazy_gettext("Failed"),
+    PaymentState.REVERSED: lazy_gettext("Reversed"),
+}
+_REFUND_STATES = {
+    RefundState.PROCESSING: lazy_gettext("Refund in progress"),
+    RefundState.SUCCEEDED: lazy_gettext("Refunded"),
+    RefundState.FAILED: lazy_gettext("Refund failed"),
+}
+
+
+def payment_state_label(state: PaymentState) -> str:
+    """A payment's state as a cashier reads it."""
+    return str(_PAYMENT_STATES.get(state, state.value))
+
+
+def refund_state_label(state: RefundState) -> str:
+    return str(_REFUND_STATES.get(state, state.value))
 
 
 def _web_pos_hash(order_no: str, amount_fen: int, code: str, *, tap: bool) -> str:
@@ -335,7 +390,7 @@ def merchant_day_page(code: str) -> str:
             message = gettext(
                 "Refund %(number)s: %(state)s",
                 number=made.out_refund_no,
-                state=made.state.value,
+                state=refund_state_label(made.state),
             )
         except (CampusError, ValueError) as refusal:
             message = str(getattr(refusal, "detail", refusal))
@@ -353,6 +408,8 @@ def merchant_day_page(code: str) -> str:
         payments=payments,
         refunds=by_payment,
         message=message,
+        payment_state=payment_state_label,
+        refund_state=refund_state_label,
         static_qr=qr_svg(
             url_for(".static_qr", merchant_code=merchant.code, _external=True)
         ),

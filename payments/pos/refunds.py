@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from campus.auth import Operator, Role
 from campus.database import db, utcnow
 from campus.errors import (
+    CampusError,
     CardNotActive,
     Conflict,
     Forbidden,
@@ -50,6 +51,7 @@ from payments.channels.base import (
     RefundState as ChannelRefundState,
 )
 from payments.merchants import Merchant
+from payments.money import format_yuan
 from payments.notifications import notify_url
 from payments.orders import SettleOutcome
 from payments.pos.config import pos_config
@@ -117,7 +119,9 @@ def open_refund(
         left = payment.amount_fen - payment.refunded_fen
         if amount_fen > left:
             raise RefundRefused(
-                lazy_gettext("At most %(left)s fen is left to refund.", left=left),
+                lazy_gettext(
+                    "At most %(left)s yuan is left to refund.", left=format_yuan(left)
+                ),
                 refundable_fen=left,
             )
         card_id = None
@@ -160,17 +164,26 @@ def open_refund(
 
     if channel == "campus":
         return _credit_wallet(number, amount_fen, via="wallet")
-
-    request = RefundRequest(
-        out_trade_no=out_trade_no,
-        out_refund_no=number,
-        refund_fen=amount_fen,
-        total_fen=total,
-        reason=reason,
-        notify_url=notify_url(channel),
+    return _send(
+        channel,
+        RefundRequest(
+            out_trade_no=out_trade_no,
+            out_refund_no=number,
+            refund_fen=amount_fen,
+            total_fen=total,
+            reason=reason,
+            notify_url=notify_url(channel),
+        ),
+        via="refund",
     )
+
+
+def _send(channel: str, request: RefundRequest, *, via: str) -> PosRefund:
+    """Ask the channel for the refund and settle from its answer. Sent again
+    under the same number, a refund is made once: both channels key it by it."""
+    number = request.out_refund_no
     try:
-        with recorded_call(channel, "refund", out_trade_no, request) as call:
+        with recorded_call(channel, "refund", request.out_trade_no, request) as call:
             result = channel_for(channel).refund(request)
             call.response = result.raw
     except ChannelRejected as refused:
@@ -180,7 +193,7 @@ def open_refund(
         # Unknown: the refund stays processing; a query or the notification ends it.
         return find_refund(db.session(), number)
     with writing() as session:
-        settle_refund(session, channel, result, via="refund")
+        settle_refund(session, channel, result, via=via)
     return find_refund(db.session(), number)
 
 
@@ -268,6 +281,19 @@ def settle_refund(
         return SettleOutcome.FLAGGED
 
     payment = session.get_one(PosPayment, refund.payment_id)
+    if result.amount_fen is not None and result.amount_fen != refund.amount_fen:
+        # Not ours to settle by ourselves: the refund stays processing, its
+        # amount reserved, and the payment goes to finance's flagged orders.
+        payment.needs_review = True
+        payment.review_reason = (
+            f"refund {refund.out_refund_no}: {result.amount_fen} fen at the "
+            f"channel, {refund.amount_fen} fen asked"
+        )[:255]
+        logger.warning(
+            "pos_refund_amount_differs",
+            extra={**log, "channel_fen": result.amount_fen, "fen": refund.amount_fen},
+        )
+        return SettleOutcome.FLAGGED
     merchant = session.get_one(Merchant, payment.merchant_id)
     if refund.channel == "campus":
         card_number = session.scalar(
@@ -327,7 +353,16 @@ def refresh_refund(out_refund_no: str) -> PosRefund:
     if refund.channel == "campus":
         amount_fen = refund.amount_fen
         return _credit_wallet(out_refund_no, amount_fen, via="retry")
-    channel, out_trade_no = refund.channel, refund.payment.out_trade_no
+    payment = refund.payment
+    channel, out_trade_no = refund.channel, payment.out_trade_no
+    again = RefundRequest(
+        out_trade_no=out_trade_no,
+        out_refund_no=out_refund_no,
+        refund_fen=refund.amount_fen,
+        total_fen=payment.amount_fen,
+        reason=refund.reason,
+        notify_url=notify_url(channel),
+    )
     db.session.rollback()
     try:
         with recorded_call(channel, "query_refund", out_trade_no) as call:
@@ -335,9 +370,52 @@ def refresh_refund(out_refund_no: str) -> PosRefund:
             call.response = result.raw
     except ChannelError:
         return find_refund(db.session(), out_refund_no)
+    if result.state is ChannelRefundState.NOT_FOUND:
+        # The request never reached the channel, or was lost before it acted:
+        # ask again under the same number rather than wait for ever.
+        logger.info(
+            "pos_refund_sent_again",
+            extra={"out_refund_no": out_refund_no, "out_trade_no": out_trade_no},
+        )
+        return _send(channel, again, via="sent again")
     with writing() as session:
         settle_refund(session, channel, result, via="query")
     return find_refund(db.session(), out_refund_no)
+
+
+def resolve_stale_refunds(now: dt.datetime | None = None) -> int:
+    """Finish refunds left processing longer than ``stale_after_seconds``: a lost
+    answer or notification (the channel is asked, and a refund it never got is
+    sent again), or a process that died before crediting a wallet. How many it
+    finished. Safe on two machines at once: the channel makes a refund once per
+    number, and settling locks the refund's row."""
+    config = pos_config()
+    now = now or config.now()
+    numbers = db.session.scalars(
+        select(PosRefund.out_refund_no)
+        .where(
+            PosRefund.state == RefundState.PROCESSING,
+            PosRefund.created_at
+            <= now - dt.timedelta(seconds=config.stale_after_seconds),
+        )
+        .order_by(PosRefund.created_at)
+        .limit(50)
+    ).all()
+    db.session.commit()
+    finished = 0
+    for number in numbers:
+        try:
+            finished += refresh_refund(number).state is not RefundState.PROCESSING
+        except CampusError as error:
+            logger.warning(
+                "pos_refund_unresolved",
+                extra={"out_refund_no": number, "error": error.code},
+            )
+    if numbers:
+        logger.info(
+            "pos_refunds_resolved", extra={"stale": len(numbers), "finished": finished}
+        )
+    return finished
 
 
 def refund_out(refund: PosRefund) -> dict[str, object]:

@@ -46,7 +46,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from flask_babel import lazy_gettext
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -72,7 +72,13 @@ from payments.merchants import Merchant, payable_of
 from payments.notifications import notify_url
 from payments.orders import SettleOutcome
 from payments.pos.config import pos_config
-from payments.pos.models import PaymentSource, PaymentState, PosPayment
+from payments.pos.models import (
+    PaymentSource,
+    PaymentState,
+    PosPayment,
+    PosRefund,
+    RefundState,
+)
 from payments.pos.routing import channel_of
 from payments.pos.terminal_auth import SignedBy
 from payments.wallet import pay_from_wallet
@@ -642,6 +648,10 @@ def _wait_for_payer(
     config = pos_config()
     while config.now() < deadline:
         config.sleep(config.poll_interval_seconds)
+        if not _still_paying(out_trade_no):
+            # A notification settled it while we waited (our queries may be
+            # failing): the money is ours, and the wait is over.
+            return
         try:
             result = _query(channel_name, out_trade_no)
         except ChannelError:
@@ -651,12 +661,27 @@ def _wait_for_payer(
     reverse_payment(channel_name, out_trade_no)
 
 
+def _still_paying(out_trade_no: str) -> bool:
+    """Whether our record of the payment is still ``paying`` (read afresh)."""
+    db.session.rollback()
+    state = db.session.scalar(
+        select(PosPayment.state).where(PosPayment.out_trade_no == out_trade_no)
+    )
+    db.session.commit()
+    return state is PaymentState.PAYING
+
+
 def reverse_payment(channel_name: str, out_trade_no: str) -> bool:
     """Reverse (WeChat) or cancel (Alipay) a code payment whose outcome we could
     not learn, repeating while the channel says to; whether it is done. A payment
-    left undone stays ``paying`` for the stale-payment job."""
+    left undone stays ``paying`` for the stale-payment job. One a notification
+    has settled meanwhile is not reversed: the payer paid, and refunds of it may
+    already have gone back through the channel."""
     config = pos_config()
     channel = channel_for(channel_name)
+    if not _still_paying(out_trade_no):
+        logger.info("pos_reverse_not_needed", extra={"out_trade_no": out_trade_no})
+        return True
     for attempt in range(config.reverse_attempts):
         try:
             with recorded_call(channel_name, "reverse", out_trade_no) as call:
@@ -697,12 +722,7 @@ def _finish(out_trade_no: str, state: PaymentState, code: str, message: str) -> 
         payment = lock_payment(session, out_trade_no)
         if payment.state is PaymentState.SUCCEEDED and state is PaymentState.REVERSED:
             if payment.entry_id is not None:
-                ledger.reverse_entry(
-                    session,
-                    session.get_one(ledger.JournalEntry, payment.entry_id),
-                    reason="code payment reversed at the channel",
-                    created_by="pos",
-                )
+                _reverse_what_was_left(session, payment)
             payment.needs_review = True
             payment.review_reason = "settled, then reversed at the deadline"
         elif payment.state not in {PaymentState.PAYING, PaymentState.AWAITING}:
@@ -714,6 +734,45 @@ def _finish(out_trade_no: str, state: PaymentState, code: str, message: str) -> 
         payment.claimed_until = None
     logger.info(
         "pos_payment_finished", extra={"out_trade_no": out_trade_no, "state": state}
+    )
+
+
+def _reverse_what_was_left(session: Session, payment: PosPayment) -> None:
+    """Book a reverse or cancel of a payment we had settled: the channel gave
+    back what it still held, the amount less the refunds it had already made
+    (each booked by its own entry), so that much of the payment's entry is undone;
+    all of it when nothing was refunded."""
+    entry = session.get_one(ledger.JournalEntry, payment.entry_id)
+    refunded = session.scalar(
+        select(func.coalesce(func.sum(PosRefund.amount_fen), 0)).where(
+            PosRefund.payment_id == payment.id,
+            PosRefund.state == RefundState.SUCCEEDED,
+        )
+    )
+    if not refunded:
+        ledger.reverse_entry(
+            session,
+            entry,
+            reason="code payment reversed at the channel",
+            created_by="pos",
+        )
+        return
+    left = payment.amount_fen - int(refunded)
+    if left <= 0:
+        return
+    # The payment's entry moved the amount from clearing to the payable, one
+    # posting each way: the same accounts, ``left`` the other way.
+    ledger.post_entry(
+        session,
+        kind=ledger.EntryKind.REVERSAL,
+        idempotency_ref=f"reversal:{entry.idempotency_ref}"[:128],
+        postings=[
+            (posting.account, -left if posting.amount_fen > 0 else left)
+            for posting in entry.postings
+        ],
+        order_ref=entry.order_ref,
+        memo=f"code payment reversed at the channel; {refunded} fen refunded before",
+        created_by="pos",
     )
 
 

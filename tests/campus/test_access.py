@@ -227,3 +227,24 @@ def test_an_unsigned_request_is_refused_every_terminal_endpoint(app, client) -> 
             wrong[method, rule.rule] = f"{response.status_code} {code}"
 
     _judge(wrong)
+
+
+def test_a_stranger_opening_a_staff_page_is_sent_to_the_staff_sign_in(
+    app, client
+) -> None:
+    wrong = {}
+    pages = [
+        rule
+        for method, rule, _ in operator_endpoints(app)
+        if method == "GET" and not rule.rule.startswith("/api/")
+    ]
+    for rule in pages:
+        answer = client.get(_path(rule), headers={"Accept": "text/html"})
+        location = answer.headers.get("Location", "")
+        if answer.status_code != 302 or location != (
+            f"/operator/sign-in?next={_path(rule)}"
+        ):
+            wrong["GET", rule.rule] = f"{answer.status_code} {location}"
+
+    assert len(pages) >= 8
+    _judge(wrong)

@@ -12,6 +12,8 @@ from sqlalchemy import select
 from campus.auth import Role, create_operator
 from campus.database import Base
 from payments.channels.campus import codes
+from payments.merchants import Terminal
+from payments.pos.models import CashierMerchant
 
 
 def _places(session, secret: str) -> set[tuple[str, str, str]]:
@@ -54,7 +56,11 @@ def test_the_web_pos_stores_no_payment_code_anywhere(
     # The card's number is its identity, kept on its card (and wherever opening
     # it put it); a tap must add no place of its own.
     card_number_before = _places(session, tapped.number)
-    create_operator(session, "till-1", "correct horse battery", [Role.CASHIER])
+    till = create_operator(session, "till-1", "correct horse battery", [Role.CASHIER])
+    merchant_id = session.scalar(
+        select(Terminal.merchant_id).where(Terminal.key_id == terminal.key_id)
+    )
+    session.add(CashierMerchant(operator_id=till.id, merchant_id=merchant_id))
     session.commit()
     cashier = requests.Session()
     cashier.post(

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from campus.auth import Role
 from payments.cards import Card
-from payments.merchants import Terminal, open_merchant
+from payments.merchants import MerchantKind, Terminal, add_terminal, open_merchant
 from payments.pos.models import CashierMerchant
 
 
@@ -62,11 +62,19 @@ def test_a_student_sets_a_pin_on_the_code_page(client, make_card, app, terminal)
     assert answer["state"] == "succeeded"
 
 
+def _works_for(session, cashier_id: int, terminal) -> None:  # type: ignore[no-untyped-def]
+    merchant_id = session.scalar(
+        select(Terminal.merchant_id).where(Terminal.key_id == terminal.key_id)
+    )
+    session.add(CashierMerchant(operator_id=cashier_id, merchant_id=merchant_id))
+    session.commit()
+
+
 def test_the_web_pos_charges_a_card(
     client, sign_in_operator, terminal, make_card, session
 ):
     card = make_card(balance_fen=1000)
-    sign_in_operator(Role.CASHIER)
+    _works_for(session, sign_in_operator(Role.CASHIER), terminal)
 
     page = client.post(
         "/pos",
@@ -91,7 +99,7 @@ def test_the_web_pos_refuses_a_disabled_terminal(
         update(Terminal).where(Terminal.key_id == terminal.key_id).values(enabled=False)
     )
     session.commit()
-    sign_in_operator(Role.CASHIER)
+    _works_for(session, sign_in_operator(Role.CASHIER), terminal)
 
     page = client.post(
         "/pos",
@@ -128,10 +136,66 @@ def test_the_operator_day_page_lists_and_refunds(
     api = client.get(f"/api/pos/merchants/{merchant.code}/payments").get_json()
 
     assert paid["out_trade_no"] in listed.text
-    assert "¥3.00 succeeded" in refunded.text
+    assert "¥3.00 已退款" in refunded.text
+    assert "已支付" in listed.text and "succeeded" not in listed.text
     assert api["payments"][0]["refunded_fen"] == 300
     session.rollback()
     assert card.wallet.balance_fen == 500
+
+
+def test_a_cashier_charges_only_on_their_own_merchants_terminals(
+    client, sign_in_operator, terminal, make_card, session
+):
+    card = make_card(balance_fen=1000)
+    other = open_merchant(
+        session, "OTHER", "别家窗口", "Another window", MerchantKind.CANTEEN_WINDOW
+    )
+    elsewhere = add_terminal(session, other, "next door").key_id
+    session.commit()
+    _works_for(session, sign_in_operator(Role.CASHIER), terminal)
+
+    listed = client.get("/pos").text
+    refused = client.post(
+        "/pos",
+        data={"terminal": elsewhere, "amount": "2.50", "code": card.number, "tap": "1"},
+    )
+
+    assert terminal.key_id in listed and elsewhere not in listed
+    assert 'role="alert"' in refused.text and "data-state" not in refused.text
+    session.rollback()
+    assert card.wallet.balance_fen == 1000
+
+
+def test_a_cashier_of_no_merchant_is_told_why_the_till_is_empty(
+    client, sign_in_operator, terminal
+):
+    sign_in_operator(Role.CASHIER)
+
+    page = client.get("/pos").text
+
+    assert terminal.key_id not in page
+    assert "flask pos assign-cashier" in page
+
+
+def test_the_web_pos_says_the_outcome_in_words_not_codes(
+    client, sign_in_operator, terminal, make_card, session
+):
+    card = make_card(balance_fen=100)
+    _works_for(session, sign_in_operator(Role.CASHIER), terminal)
+
+    page = client.post(
+        "/pos",
+        data={
+            "terminal": terminal.key_id,
+            "amount": "20.00",
+            "code": card.number,
+            "tap": "1",
+        },
+    ).text
+
+    assert 'data-state="failed"' in page
+    assert "失败 · ¥20.00" in page and "余额不足" in page
+    assert "insufficient_funds" not in page
 
 
 def test_the_static_qr_asks_the_amount_then_opens_the_checkout(
