@@ -73,6 +73,10 @@ class RefundState(enum.StrEnum):
     CLOSED = "closed"
     FAILED = "failed"
     NOT_FOUND = "not_found"
+    ABNORMAL = "abnormal"
+    """WeChat Pay's ``ABNORMAL``: the money left the merchant's account but could
+    not reach the payer (a closed bank card); someone must finish it in the
+    merchant platform. Neither made nor failed."""
 
 
 class PayerKind(enum.StrEnum):

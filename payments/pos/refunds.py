@@ -272,6 +272,18 @@ def settle_refund(
         if refund.state is RefundState.PROCESSING:
             _release(session, refund, f"channel says {result.state.value}", now)
         return SettleOutcome.NOT_PAID
+    if result.state is ChannelRefundState.ABNORMAL:
+        # Freeing the amount would let it be refunded twice once the stuck one
+        # is finished by hand: it stays reserved, and finance is told.
+        if refund.state is RefundState.PROCESSING:
+            payment = session.get_one(PosPayment, refund.payment_id)
+            payment.needs_review = True
+            payment.review_reason = (
+                f"refund {refund.out_refund_no} abnormal at the channel: finish it "
+                "in the merchant platform"
+            )[:255]
+            logger.warning("pos_refund_abnormal", extra=log)
+        return SettleOutcome.FLAGGED
     if result.state is not ChannelRefundState.SUCCEEDED:
         return SettleOutcome.NOT_PAID
     if refund.state is RefundState.SUCCEEDED:

@@ -317,6 +317,39 @@ def test_a_refund_failure_notified_after_its_success_frees_nothing(
     assert ledger.check_ledger(session) == []
 
 
+def test_a_refund_wechat_calls_abnormal_stays_reserved_and_goes_to_finance(
+    live_app, till, session, merchant
+):
+    # The money left the merchant's account but could not reach the payer: it
+    # is finished by hand in WeChat Pay's merchant platform, so it may not be
+    # freed for a second refund, nor booked as given back.
+    paid = _pay_wechat(live_app, till, 900)
+    finance = _finance(live_app, session)
+    opened = _refund(live_app, finance, paid["out_trade_no"], 400).json()
+    assert opened["state"] == "processing"
+
+    _wechat_refund_notice(
+        live_app, {**opened, "refund_id": "50300000000000000001"}, paid, "ABNORMAL"
+    )
+    delivered = live_app.sandbox.outbox.deliver_due()
+    beyond = _refund(live_app, finance, paid["out_trade_no"], 501)
+
+    assert delivered == 1
+    assert _outcomes(session, paid["out_trade_no"]) == ["flagged"]
+    assert _refund_row(session, opened["out_refund_no"]).state is (
+        RefundState.PROCESSING
+    )
+    payment = _payment(session, paid["out_trade_no"])
+    assert payment.refunded_fen == 400 and payment.needs_review
+    assert "abnormal" in payment.review_reason
+    assert (beyond.status_code, beyond.json()["refundable_fen"]) == (409, 500)
+    assert _entries(session, paid["out_trade_no"]) == [
+        ("payment", f"pos:{paid['out_trade_no']}")
+    ]
+    assert _books(session, merchant, "wechat") == (900, -900)
+    assert ledger.check_ledger(session) == []
+
+
 def test_a_refund_notification_with_another_amount_settles_nothing(
     live_app, till, session, merchant
 ):

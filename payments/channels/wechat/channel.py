@@ -83,7 +83,7 @@ REFUND_STATES = {
     "SUCCESS": RefundState.SUCCEEDED,
     "PROCESSING": RefundState.PROCESSING,
     "CLOSED": RefundState.CLOSED,
-    "ABNORMAL": RefundState.FAILED,
+    "ABNORMAL": RefundState.ABNORMAL,
 }
 PAY_TYPES = {
     PayerKind.JSAPI: WeChatPayType.JSAPI,
