@@ -22,6 +22,7 @@ from campus.database import Base, str_enum, utcnow
 from campus.errors import CardNotActive, Conflict, InvalidInput, NotFound
 from campus.people import Person
 from payments.ledger import Account, AccountKind, AccountRef, open_account
+from payments.money import format_yuan
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,22 @@ def change_status(
             card=number,
             balance_fen=card.balance_fen,
         )
+    if to is CardStatus.CLOSED:
+        # Money loaded onto the chip is held in the card's purse account until
+        # the chip spends it: a closed card could never give it back.
+        on_chip = session.scalar(
+            select(Account.balance_fen).where(Account.code == f"purse:{number}")
+        )
+        if on_chip:
+            raise InvalidTransition(
+                lazy_gettext(
+                    "%(yuan)s yuan is still on the card's chip: spend or refund it "
+                    "before closing the card.",
+                    yuan=format_yuan(on_chip),
+                ),
+                card=number,
+                purse_fen=on_chip,
+            )
     session.add(
         CardStatusChange(
             card=card,

@@ -128,6 +128,10 @@ class OrderKind:
     a million of."""
     record: Callable[[Session, str], OrderRecord | None] | None = None
     """One order by number, whatever its state."""
+    close_unpaid: Callable[[Session, str, str], None] | None = None
+    """``close_unpaid(session, out_trade_no, reason)``: end an order still
+    waiting for its payment, so that a payment reported later is flagged, never
+    credited (finance has decided about that money another way)."""
 
 
 @dataclasses.dataclass(frozen=True)

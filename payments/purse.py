@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from campus.database import Base, str_enum, utcnow
 from campus.errors import Conflict, InvalidAmount, NotFound
 from payments import ledger
-from payments.cards import Card, find_card
+from payments.cards import Card, CardStatus, find_card
 from payments.ledger import AccountKind
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,16 @@ def add_pending_load(
 
 
 def pending_loads(session: Session, card_number: str) -> list[PurseLoad]:
+    """The loads a terminal may write to the card's chip: none while the card
+    is frozen, lost or closed, whose holder may not be the one tapping it. (A
+    load already written before that is still confirmed: ``confirm_load``.)"""
     card = find_card(session, card_number)
+    if card.status is not CardStatus.ACTIVE:
+        logger.info(
+            "purse_loads_withheld",
+            extra={"card": card_number, "status": card.status.value},
+        )
+        return []
     return list(
         session.scalars(
             select(PurseLoad)

@@ -280,7 +280,9 @@ def settle_top_up(
     if top_up.state is not TopUpState.PAYING:
         return _flag(top_up, f"paid after the order was {top_up.state.value}", log)
 
-    card = top_up.card
+    # Locked: a close committing meanwhile has checked an empty wallet, and
+    # must not find it holding this top-up afterwards.
+    card = lock_card(session, top_up.card.number)
     if card.status is CardStatus.CLOSED:
         # The money moved and belongs to the holder; a closed card has no wallet to
         # take it, so finance refunds it from the flag.
@@ -473,6 +475,10 @@ def _record_of(session: Session, out_trade_no: str) -> OrderRecord | None:
     return _record(top_up) if top_up is not None else None
 
 
+def _close_unpaid(session: Session, out_trade_no: str, reason: str) -> None:
+    finish_unpaid(session, out_trade_no, TopUpState.CLOSED, reason)
+
+
 ORDER_KIND = OrderKind(
     "top_up",
     _owns,
@@ -480,4 +486,5 @@ ORDER_KIND = OrderKind(
     paid_between=_paid_between,
     paid_rows=_paid_rows,
     record=_record_of,
+    close_unpaid=_close_unpaid,
 )

@@ -13,7 +13,9 @@ What each decision books:
 kind                 trust the channel  trust our records
 ===================  =================  ===========================================
 channel_only         clearing → suspense: money the channel holds for us whose
-                     owner finance will find (a refund or a late credit follows)
+                     owner finance will find (a refund or a late credit follows);
+                     an order of ours still waiting for it is closed, so that its
+                     late notification is flagged, not credited
                                         nothing: the channel is expected to reverse
 ours_only            our entry reversed (the money never arrived), into suspense if
 status_mismatch      the wallet has spent it since (a paid-out merchant payable goes
@@ -37,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from campus.database import utcnow
 from campus.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
-from payments import ledger
+from payments import ledger, orders
 from reconciliation.matching import FindingKind
 from reconciliation.models import Discrepancy, DiscrepancyStatus
 
@@ -126,6 +128,19 @@ def _book_channel_side(
             memo=memo,
             created_by=operator,
         )
+        # The money is parked for finance now: the order it was for, if it still
+        # waits, is ended, so that its late notification or query credits nothing.
+        order_kind = (
+            orders.order_kind_for(session, item.out_trade_no)
+            if item.out_trade_no
+            else None
+        )
+        if order_kind is not None and order_kind.close_unpaid is not None:
+            order_kind.close_unpaid(
+                session,
+                item.out_trade_no or "",
+                f"the channel's payment was parked in suspense (discrepancy {item.id})",
+            )
         return posted.entry_id
     if kind in {FindingKind.OURS_ONLY, FindingKind.STATUS_MISMATCH}:
         return _reverse_order_entry(session, item, reference, memo, operator)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from campus.database import utcnow
 from payments.merchants import Merchant
 from payments.orders import (
     OrderKind,
@@ -171,6 +172,17 @@ def refund_record(session: Session, out_refund_no: str) -> RefundRecord | None:
     return _refund(row) if row is not None else None
 
 
+def close_unpaid(session: Session, out_trade_no: str, reason: str) -> None:
+    """End a payment still ``paying`` or ``awaiting`` as failed (a later success
+    from the channel is then flagged: ``settle_payment``)."""
+    payment = service.lock_payment(session, out_trade_no)
+    if payment.state in {PaymentState.PAYING, PaymentState.AWAITING}:
+        payment.state = PaymentState.FAILED
+        payment.failure_code = "closed_by_finance"
+        payment.failure_message = reason[:255]
+        payment.finished_at = utcnow()
+
+
 ORDER_KIND = OrderKind(
     "pos_payment",
     service.owns,
@@ -178,6 +190,7 @@ ORDER_KIND = OrderKind(
     paid_between=paid_between,
     paid_rows=paid_rows,
     record=record,
+    close_unpaid=close_unpaid,
 )
 REFUND_KIND = RefundKind(
     "pos_refund",
