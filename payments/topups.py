@@ -362,6 +362,10 @@ def claim_stale(
         select(TopUp.id)
         .where(
             TopUp.state == TopUpState.PAYING,
+            # Flagged: the channel has reported its payment and finance decides.
+            # Asking again would flag it again, and a hundred such orders at the
+            # head of the queue would starve every later one.
+            TopUp.needs_review.is_(False),
             TopUp.created_at <= now - older_than,
             (TopUp.claimed_until.is_(None)) | (TopUp.claimed_until < now),
         )

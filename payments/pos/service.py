@@ -919,6 +919,10 @@ def _claim_stale(session: Session, now: dt.datetime, after_seconds: int) -> list
         .where(
             PosPayment.state == PaymentState.PAYING,
             PosPayment.channel.in_(CHANNELS),
+            # Flagged: the channel reported a payment we would not take as it
+            # stands, and finance decides; asked again, it would only be flagged
+            # again, and enough of them would starve the later ones.
+            PosPayment.needs_review.is_(False),
             PosPayment.created_at <= now - dt.timedelta(seconds=after_seconds),
             PosPayment.claimed_until.is_(None) | (PosPayment.claimed_until < now),
         )

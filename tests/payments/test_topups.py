@@ -28,6 +28,7 @@ from payments.topups import (
 )
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+MINUTE = dt.timedelta(minutes=1)
 NOON = dt.datetime(2026, 12, 3, 4, 0, tzinfo=dt.UTC)  # 12:00 in Shanghai
 LIMITS = TopUpLimits(minimum_fen=100, maximum_fen=50_000, daily_cap_fen=80_000)
 
@@ -154,6 +155,33 @@ def test_a_card_frozen_after_paying_still_receives_its_money(session, make_card)
     assert outcome is SettleOutcome.CREDITED
     session.refresh(card.wallet)
     assert card.wallet.balance_fen == 5000
+
+
+def test_a_flagged_top_up_is_left_to_finance_and_its_page_says_so(
+    session, make_card, client
+):
+    card = make_card()
+    flagged = _open(session, card)
+    waiting = _open(session, card, now=NOON + dt.timedelta(minutes=1))
+    # Paid at another amount: the channel's word, not ours to credit.
+    outcome = settle_top_up(
+        session, "wechat", _paid(flagged, amount_fen=5001), via="notification"
+    )
+    session.commit()
+    number = card.person.number
+
+    claimed = claim_stale(session, now=NOON + dt.timedelta(hours=1), older_than=MINUTE)
+    session.commit()
+    client.post("/sign-in/dev", data={"number": number})
+    page = client.get(f"/card/top-ups/{flagged.out_trade_no}").get_data(as_text=True)
+
+    assert outcome is SettleOutcome.FLAGGED
+    # The job asks only about the order still waiting.
+    assert claimed == [waiting.out_trade_no]
+    assert 'data-testid="top-up-review"' in page
+    assert "财务" in page
+    session.refresh(card.wallet)
+    assert card.wallet.balance_fen == 0
 
 
 @pytest.mark.parametrize("amount", [99, 50_001])

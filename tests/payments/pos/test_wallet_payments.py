@@ -350,3 +350,34 @@ def test_a_body_the_schema_refuses_is_refused_with_its_errors(terminal, app, bod
     else:
         assert (status, answer["code"]) == (400, "invalid_input")
         assert answer["errors"] == {"json": expected}
+
+
+def test_the_stale_job_leaves_a_flagged_payment_to_finance(session, merchant):
+    from payments.pos.models import PaymentSource, PaymentState
+    from payments.pos.service import _claim_stale
+
+    created = dt.datetime(2031, 3, 4, 4, 0, tzinfo=dt.UTC)
+    for number, flagged in (("P20310304flagged1", True), ("P20310304waiting1", False)):
+        session.add(
+            PosPayment(
+                out_trade_no=number,
+                merchant_id=merchant.id,
+                source=PaymentSource.CODE,
+                channel="alipay",
+                amount_fen=900,
+                state=PaymentState.PAYING,
+                description="lunch",
+                created_at=created,
+                needs_review=flagged,
+                review_reason="channel says 1000 fen, payment is 900"
+                if flagged
+                else None,
+            )
+        )
+    session.commit()
+
+    claimed = _claim_stale(session, created + dt.timedelta(hours=1), 120)
+    session.commit()
+
+    # The flagged one is finance's: asked again it would only be flagged again.
+    assert claimed == ["P20310304waiting1"]
