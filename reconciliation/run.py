@@ -733,7 +733,7 @@ def _record(
             isinstance(order, OrderRecord) and order.paid_at and order.paid_at < start
         ):
             return
-        reversed_by = _close_held(session, channel, day, order.out_trade_no)
+        reversed_by = _close_held(session, channel, day, order)
         if reversed_by is None:
             return
         # Finance trusted the channel's silence and reversed our booking, and now
@@ -780,11 +780,8 @@ def _record(
         "found_at": utcnow(),
     }
     if finding.kind is FindingKind.OURS_ONLY and hold_days > 0:
-        # Known gap: a hold is closed by the later day's run that lists the
-        # order. When that later day was reconciled first (this day's bill came
-        # late), nothing closes this hold, and it opens as ours-only when it
-        # expires. Closing it needs the later days' matches, which are only
-        # counted: a look-up of the order in the later days' kept bills would do.
+        # Closed by the later day's run that lists the order; a later day
+        # reconciled first has recorded it matched already, and ``known`` has it.
         discrepancy["status"] = DiscrepancyStatus.HELD
         discrepancy["hold_until"] = day + dt.timedelta(days=hold_days)
     repaired = False
@@ -860,11 +857,12 @@ def _repair_refund(session: Session, channel: str, line: BillLine) -> bool:
 
 
 def _close_held(
-    session: Session, channel: str, day: dt.date, out_trade_no: str
+    session: Session, channel: str, day: dt.date, order: OrderRecord
 ) -> Discrepancy | None:
-    """Close what was held (or opened) as ours-only for an order a later bill
-    listed. The ours-only item finance resolved by reversing our booking, if
-    there is one: the listing contradicts it."""
+    """Close what was held (or opened) as ours-only for an order paid on an
+    earlier day that ``day``'s bill listed. The ours-only item finance resolved
+    by reversing our booking, if there is one: the listing contradicts it."""
+    out_trade_no = order.out_trade_no
     items = session.scalars(
         select(Discrepancy).where(
             Discrepancy.channel == channel,
@@ -872,6 +870,9 @@ def _close_held(
             Discrepancy.key == out_trade_no,
         )
     ).all()
+    if not items:
+        _matched_before_its_day(session, channel, day, order)
+        return None
     reversed_by = None
     for item in items:
         if item.status in {DiscrepancyStatus.HELD, DiscrepancyStatus.OPEN}:
@@ -886,6 +887,49 @@ def _close_held(
         ):
             reversed_by = item
     return reversed_by
+
+
+def _matched_before_its_day(
+    session: Session, channel: str, day: dt.date, order: OrderRecord
+) -> None:
+    """The order's own day has not been reconciled yet (its bill came late):
+    record its ours-only item as already matched late, so that the run of that
+    day, which will not find it in its bill, counts it matched instead of holding
+    it (``_record_all`` skips what is recorded)."""
+    zone = current_app.extensions["campus.settings"].zone
+    assert order.paid_at is not None
+    paid_on = order.paid_at.astimezone(zone).date()
+    done = session.scalar(
+        select(ReconciliationRun.id).where(
+            ReconciliationRun.channel == channel,
+            ReconciliationRun.day == paid_on,
+            ReconciliationRun.state == RunState.FINISHED,
+        )
+    )
+    if done is not None or paid_on >= day:
+        return
+    session.add(
+        Discrepancy(
+            channel=channel,
+            day=paid_on,
+            kind=FindingKind.OURS_ONLY.value,
+            key=order.out_trade_no[:64],
+            status=DiscrepancyStatus.MATCHED_LATE,
+            order_kind=order.kind,
+            merchant=order.merchant,
+            out_trade_no=order.out_trade_no,
+            our_state=order.state,
+            our_amount_fen=order.amount_fen,
+            note=f"listed in the bill of {day}, reconciled before {paid_on}"[:255],
+            matched_on=day,
+            closed_at=utcnow(),
+            resolved_by="reconciliation",
+        )
+    )
+    logger.info(
+        "reconciliation_matched_before_its_day",
+        extra={"channel": channel, "out_trade_no": order.out_trade_no, "day": str(day)},
+    )
 
 
 def _release_expired_holds(session: Session, channel: str, day: dt.date) -> int:

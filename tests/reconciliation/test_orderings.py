@@ -268,13 +268,6 @@ def test_a_held_line_trusted_ours_that_arrives_next_day_moves_no_money(
 # -- days reconciled out of order --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="run._record/_close_held close a held ours-only item only when the later "
-    "day's run finds it held: when the later day is reconciled first (the earlier "
-    "day's bill was unavailable that night), the earlier day's run holds the order "
-    "afterwards, nothing closes it, and it opens as a false ours-only",
-    strict=True,
-)
 def test_a_line_listed_by_the_next_day_reconciled_first_is_not_left_held(
     live_app, shopper, session, trading_day
 ):
