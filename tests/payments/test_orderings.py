@@ -839,7 +839,9 @@ def test_a_top_ups_query_and_its_notification_at_the_same_moment_credit_once(
         ),
     )
 
-    assert queried in {"succeeded", 1}
+    # The page reads the paid top-up either way; the job settles it (1) unless
+    # the notification did first, and then finds nothing still paying (0).
+    assert queried in {"succeeded", 1, 0}
     assert 200 <= notified.status_code < 300
     session.rollback()
     assert find_top_up(session, number).state is TopUpState.SUCCEEDED
