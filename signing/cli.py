@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from flask import current_app
@@ -24,7 +25,7 @@ from signing.devpki import DevelopmentPKI
 from signing.errors import SigningConfigError, SigningError
 from signing.service import SigningService
 from signing.signer import Seal
-from signing.workers import OutOfTime, ValidationWorkers, WorkerError, WorkerFailed
+from signing.workers import OutOfTime, ValidationWorkers, WorkerFailed
 
 logger = logging.getLogger(__name__)
 
@@ -165,16 +166,12 @@ def validate(
             report = workers.validate(
                 file.read_bytes(), moment.replace(tzinfo=dt.UTC) if moment else None
             )
-    except WorkerError as error:
-        if isinstance(error, OutOfTime):
-            reason = f"not checked within {seconds:g} s (max_validation_seconds)"
-        elif isinstance(error, WorkerFailed):
-            reason = f"could not be read: {error.detail}"
-        else:
-            reason = "could not be checked"
-        logger.warning("cli_validation_failed", extra={"file": file.name})
-        click.echo(f"{file}: {reason}", err=True)
-        sys.exit(2)
+    except OutOfTime:
+        _not_validated(
+            file, f"not checked within {seconds:g} s (max_validation_seconds)"
+        )
+    except WorkerFailed as error:
+        _not_validated(file, f"could not be read: {error.detail}")
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -195,6 +192,12 @@ def validate(
                 )
         click.echo(report.summary)
     sys.exit(report.exit_code)
+
+
+def _not_validated(file: Path, reason: str) -> NoReturn:
+    logger.warning("cli_validation_failed", extra={"file": file.name, "reason": reason})
+    click.echo(f"{file}: {reason}", err=True)
+    sys.exit(2)
 
 
 @signing_group.command("add-certificate-to-token")

@@ -63,7 +63,7 @@ from payments.pos.models import (
     RefundDestination,
     RefundState,
 )
-from payments.pos.service import lock_payment, writing
+from payments.pos.service import flag_payment, lock_payment, writing
 from payments.topups import business_day_bounds
 
 logger = logging.getLogger(__name__)
@@ -275,15 +275,14 @@ def settle_refund(
     if result.state is ChannelRefundState.ABNORMAL:
         # Freeing the amount would let it be refunded twice once the stuck one
         # is finished by hand: it stays reserved, and finance is told.
-        if refund.state is RefundState.PROCESSING:
-            payment = session.get_one(PosPayment, refund.payment_id)
-            payment.needs_review = True
-            payment.review_reason = (
-                f"refund {refund.out_refund_no} abnormal at the channel: finish it "
-                "in the merchant platform"
-            )[:255]
-            logger.warning("pos_refund_abnormal", extra=log)
-        return SettleOutcome.FLAGGED
+        if refund.state is not RefundState.PROCESSING:
+            return SettleOutcome.NOT_PAID
+        return flag_payment(
+            session.get_one(PosPayment, refund.payment_id),
+            f"refund {refund.out_refund_no} abnormal at the channel: finish it in "
+            "the merchant platform",
+            log,
+        )
     if result.state is not ChannelRefundState.SUCCEEDED:
         return SettleOutcome.NOT_PAID
     if refund.state is RefundState.SUCCEEDED:
@@ -296,16 +295,12 @@ def settle_refund(
     if result.amount_fen is not None and result.amount_fen != refund.amount_fen:
         # Not ours to settle by ourselves: the refund stays processing, its
         # amount reserved, and the payment goes to finance's flagged orders.
-        payment.needs_review = True
-        payment.review_reason = (
+        return flag_payment(
+            payment,
             f"refund {refund.out_refund_no}: {result.amount_fen} fen at the "
-            f"channel, {refund.amount_fen} fen asked"
-        )[:255]
-        logger.warning(
-            "pos_refund_amount_differs",
-            extra={**log, "channel_fen": result.amount_fen, "fen": refund.amount_fen},
+            f"channel, {refund.amount_fen} fen asked",
+            log,
         )
-        return SettleOutcome.FLAGGED
     merchant = session.get_one(Merchant, payment.merchant_id)
     if refund.channel == "campus":
         card_number = session.scalar(

@@ -740,8 +740,8 @@ def _finish(out_trade_no: str, state: PaymentState, code: str, message: str) -> 
 def _reverse_what_was_left(session: Session, payment: PosPayment) -> None:
     """Book a reverse or cancel of a payment we had settled: the channel gave
     back what it still held, the amount less the refunds it had already made
-    (each booked by its own entry), so that much of the payment's entry is undone;
-    all of it when nothing was refunded."""
+    (each booked by its own entry), so that much of the payment's entry is
+    undone, the same accounts the other way."""
     entry = session.get_one(ledger.JournalEntry, payment.entry_id)
     refunded = session.scalar(
         select(func.coalesce(func.sum(PosRefund.amount_fen), 0)).where(
@@ -749,29 +749,23 @@ def _reverse_what_was_left(session: Session, payment: PosPayment) -> None:
             PosRefund.state == RefundState.SUCCEEDED,
         )
     )
-    if not refunded:
-        ledger.reverse_entry(
-            session,
-            entry,
-            reason="code payment reversed at the channel",
-            created_by="pos",
-        )
-        return
-    left = payment.amount_fen - int(refunded)
+    left = payment.amount_fen - int(refunded or 0)
     if left <= 0:
         return
-    # The payment's entry moved the amount from clearing to the payable, one
-    # posting each way: the same accounts, ``left`` the other way.
+    memo = "code payment reversed at the channel"
+    if refunded:
+        memo += f"; {refunded} fen refunded before"
     ledger.post_entry(
         session,
         kind=ledger.EntryKind.REVERSAL,
         idempotency_ref=f"reversal:{entry.idempotency_ref}"[:128],
+        # The entry moved the amount from clearing to the payable.
         postings=[
             (posting.account, -left if posting.amount_fen > 0 else left)
             for posting in entry.postings
         ],
         order_ref=entry.order_ref,
-        memo=f"code payment reversed at the channel; {refunded} fen refunded before",
+        memo=memo,
         created_by="pos",
     )
 
@@ -793,21 +787,25 @@ def settle_payment(
     if result.state is not TradeState.SUCCEEDED:
         return SettleOutcome.NOT_PAID
     if payment.channel != channel:
-        return _flag(
+        return flag_payment(
             payment, f"paid through {channel}, opened for {payment.channel}", log
         )
     if result.amount_fen != payment.amount_fen:
-        return _flag(
+        return flag_payment(
             payment,
             f"channel says {result.amount_fen} fen, payment is {payment.amount_fen}",
             log,
         )
     if payment.state is PaymentState.SUCCEEDED:
         if payment.transaction_id != result.transaction_id:
-            return _flag(payment, f"second transaction {result.transaction_id}", log)
+            return flag_payment(
+                payment, f"second transaction {result.transaction_id}", log
+            )
         return SettleOutcome.ALREADY
     if payment.state is not PaymentState.PAYING:
-        return _flag(payment, f"paid after the payment was {payment.state.value}", log)
+        return flag_payment(
+            payment, f"paid after the payment was {payment.state.value}", log
+        )
 
     merchant = session.get_one(Merchant, payment.merchant_id)
     posted = ledger.transfer(
@@ -832,7 +830,10 @@ def settle_payment(
     return SettleOutcome.CREDITED
 
 
-def _flag(payment: PosPayment, reason: str, log: dict[str, Any]) -> SettleOutcome:
+def flag_payment(
+    payment: PosPayment, reason: str, log: dict[str, Any]
+) -> SettleOutcome:
+    """Put the payment on finance's list of flagged orders, saying why."""
     payment.needs_review = True
     payment.review_reason = reason[:255]
     logger.warning("pos_payment_flagged", extra={**log, "reason": reason})

@@ -17,7 +17,6 @@ proves (``ledger.check_ledger``).
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -51,48 +50,19 @@ from payments.topups import (
     settle_top_up,
 )
 from payments.wallet import pay_from_wallet
+from tests.live import in_app, together
 from tests.payments.pos.conftest import SignedTerminal
+from tests.payments.test_notifications import (
+    DESKTOP,
+    open_top_up_over_http,
+    payer_pays,
+)
 
-DESKTOP = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
 NOW = dt.datetime(2026, 12, 3, 4, 0, tzinfo=dt.UTC)
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def _in_app(live_app, job):
-    """Run ``job`` as the scheduler would: in a thread inside the served app."""
-
-    def run():
-        with live_app.app.app_context():
-            return job()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
-
-
-def _open_top_up_over_http(live_app, browser, card, amount="50"):
-    created = browser.post(
-        f"{live_app.url}/api/top-ups",
-        json={
-            "amount": amount,
-            "channel": "wechat",
-            "payer_kind": "native",
-            "card": card.number,
-        },
-        timeout=10,
-    )
-    assert created.status_code == 201, created.text
-    return created.json()
-
-
-def _payer_pays(live_app, browser, qr_content: str) -> None:
-    cashier = browser.post(
-        f"{live_app.url}/sandbox/scan", data={"code_url": qr_content}
-    )
-    confirmed = browser.post(cashier.url, data={"payer": "demo-1", "action": "confirm"})
-    assert confirmed.status_code == 200
 
 
 def _entries(session, order_ref: str) -> list[tuple[str, str]]:
@@ -165,18 +135,6 @@ def _confirm_over_api(terminal, number, load_id, amount_fen, confirmation_id):
     )
 
 
-def _together(*jobs):
-    """Run the jobs in threads of their own, released at once by a barrier."""
-    barrier = threading.Barrier(len(jobs))
-
-    def run(job):
-        barrier.wait()
-        return job()
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        return list(pool.map(run, jobs))
-
-
 # -- a top-up paying while its card changes -----------------------------------------
 
 
@@ -186,13 +144,13 @@ def test_a_top_up_paid_while_its_card_was_reported_lost_is_credited_and_kept(
     browser = student_browser(DESKTOP)
     card = student_browser.card
     number = card.number
-    created = _open_top_up_over_http(live_app, browser, card)
+    created = open_top_up_over_http(live_app, browser, card)
     order = created["out_trade_no"]
     session.rollback()
     change_status(session, number, CardStatus.LOST, reason="lost", actor="t")
     session.commit()
 
-    _payer_pays(live_app, browser, created["qr_content"])
+    payer_pays(live_app, browser, created["qr_content"])
     delivered = live_app.sandbox.outbox.deliver_due()
 
     # The money moved at the channel and is the holder's: on the wallet, where it
@@ -216,7 +174,7 @@ def test_a_top_up_paid_after_its_card_was_closed_is_flagged_and_never_credited(
     browser = student_browser(DESKTOP)
     card = student_browser.card
     number = card.number
-    created = _open_top_up_over_http(live_app, browser, card)
+    created = open_top_up_over_http(live_app, browser, card)
     order = created["out_trade_no"]
     # The holder spends the balance and the card is closed while the order waits.
     session.rollback()
@@ -224,11 +182,11 @@ def test_a_top_up_paid_after_its_card_was_closed_is_flagged_and_never_credited(
     change_status(session, number, CardStatus.CLOSED, reason="left", actor="t")
     session.commit()
 
-    _payer_pays(live_app, browser, created["qr_content"])
+    payer_pays(live_app, browser, created["qr_content"])
     live_app.sandbox.outbox.deliver_due()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)
-    _in_app(live_app, lambda: resolve_stale_top_ups(now=later))
-    _in_app(
+    in_app(live_app, lambda: resolve_stale_top_ups(now=later))
+    in_app(
         live_app,
         lambda: resolve_stale_top_ups(now=later + dt.timedelta(hours=12)),
     )
@@ -457,7 +415,7 @@ def test_one_load_confirmed_by_two_terminals_at_once_moves_it_once(
 
         return run
 
-    outcomes = _together(confirm("T1"), confirm("T2"))
+    outcomes = together(confirm("T1"), confirm("T2"))
 
     if same_confirmation:
         assert outcomes == ["confirmed", "confirmed"]  # the second is a replay
@@ -527,7 +485,7 @@ def test_wrong_pins_at_ten_terminals_at_once_lock_after_exactly_five(
         for _ in range(10)
     ]
 
-    answers = _together(
+    answers = together(
         *[
             lambda till=till: till.pay(6000, card_number=card.number, pin="000000")
             for till in tills
@@ -568,7 +526,7 @@ def test_top_ups_from_three_phones_at_once_never_pass_the_daily_cap(
             timeout=30,
         )
 
-    answers = _together(*[lambda phone=phone: start(phone) for phone in phones])
+    answers = together(*[lambda phone=phone: start(phone) for phone in phones])
 
     assert sorted(answer.status_code for answer in answers) == [201, 201, 409]
     refused = next(answer.json() for answer in answers if answer.status_code == 409)

@@ -23,12 +23,14 @@ from payments.remote_top_up import resolve_stale_top_ups
 from payments.topups import TopUpState, find_top_up, finish_unpaid
 from sandbox.alipay import signing as alipay_signing
 from sandbox.wechat import protocol
+from tests.live import in_app
 
 DESKTOP = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-def _open_and_pay(live_app, browser, card, amount="50", pay=True) -> str:
+def open_top_up_over_http(live_app, browser, card, amount="50") -> dict:
+    """A native WeChat top-up opened through the API, as the card page does."""
     created = browser.post(
         f"{live_app.url}/api/top-ups",
         json={
@@ -40,29 +42,23 @@ def _open_and_pay(live_app, browser, card, amount="50", pay=True) -> str:
         timeout=10,
     )
     assert created.status_code == 201, created.text
-    number = created.json()["out_trade_no"]
+    return created.json()
+
+
+def payer_pays(live_app, browser, qr_content: str) -> None:
+    """The sandbox's payer scans the top-up's code and confirms."""
+    cashier = browser.post(
+        f"{live_app.url}/sandbox/scan", data={"code_url": qr_content}
+    )
+    confirmed = browser.post(cashier.url, data={"payer": "demo-1", "action": "confirm"})
+    assert confirmed.status_code == 200
+
+
+def _open_and_pay(live_app, browser, card, amount="50", pay=True) -> str:
+    created = open_top_up_over_http(live_app, browser, card, amount)
     if pay:
-        cashier = browser.post(
-            f"{live_app.url}/sandbox/scan",
-            data={"code_url": created.json()["qr_content"]},
-        )
-        confirmed = browser.post(
-            cashier.url, data={"payer": "demo-1", "action": "confirm"}
-        )
-        assert confirmed.status_code == 200
-    return number
-
-
-def _in_app(live_app, job):
-    """Run ``job`` as the scheduler would: in a thread of its own, inside the
-    served app's context (the test's own session stays untouched)."""
-
-    def run():
-        with live_app.app.app_context():
-            return job()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
+        payer_pays(live_app, browser, created["qr_content"])
+    return created["out_trade_no"]
 
 
 def _records(session, number: str) -> list[str]:
@@ -263,8 +259,8 @@ def test_a_dropped_notification_is_settled_by_the_query_job(
     number = _open_and_pay(live_app, browser, card)
 
     now = dt.datetime.now(dt.UTC)
-    early = _in_app(live_app, lambda: resolve_stale_top_ups(now=now))
-    late = _in_app(
+    early = in_app(live_app, lambda: resolve_stale_top_ups(now=now))
+    late = in_app(
         live_app, lambda: resolve_stale_top_ups(now=now + dt.timedelta(minutes=3))
     )
 
@@ -290,7 +286,7 @@ def test_an_abandoned_order_is_closed_at_the_channel_then_here(
     ).json()
 
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)
-    report = _in_app(live_app, lambda: resolve_stale_top_ups(now=later))
+    report = in_app(live_app, lambda: resolve_stale_top_ups(now=later))
     cashier = browser.post(
         f"{live_app.url}/sandbox/scan", data={"code_url": created["qr_content"]}
     )

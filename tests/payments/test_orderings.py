@@ -20,9 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -48,6 +46,7 @@ from payments.pos.models import (
 from payments.pos.service import lock_payment
 from payments.remote_top_up import resolve_stale_top_ups
 from payments.topups import TopUpState, find_top_up
+from tests.live import in_app, together
 from tests.payments.pos.conftest import SignedTerminal, new_order_no
 
 DESKTOP = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0"}
@@ -81,18 +80,6 @@ def pauses(live_app) -> list:
     config = live_app.app.extensions["payments.pos"]
     live_app.app.extensions["payments.pos"] = dataclasses.replace(config, sleep=sleep)
     return hooks
-
-
-def _in_app(live_app, job):
-    """Run ``job`` in a thread of its own inside the served app's context, as a
-    scheduler or another request would."""
-
-    def run():
-        with live_app.app.app_context():
-            return job()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
 
 
 def _finance(live_app, session, desks: int = 1) -> Any:
@@ -402,7 +389,7 @@ def test_a_refund_notification_before_our_refund_is_committed_is_refused_then_se
             )
         )
         writer.flush()  # written, not committed
-        asked = _in_app(
+        asked = in_app(
             live_app,
             lambda: channel_for("wechat").refund(
                 RefundRequest(
@@ -476,9 +463,9 @@ def test_the_stale_refund_job_sends_again_a_refund_the_channel_never_got(
     live_app.sandbox.faults.clear()
     later = utcnow() + dt.timedelta(minutes=5)
 
-    early = _in_app(live_app, lambda: refunds.resolve_stale_refunds())
-    finished = _in_app(live_app, lambda: refunds.resolve_stale_refunds(now=later))
-    again = _in_app(live_app, lambda: refunds.resolve_stale_refunds(now=later))
+    early = in_app(live_app, lambda: refunds.resolve_stale_refunds())
+    finished = in_app(live_app, lambda: refunds.resolve_stale_refunds(now=later))
+    again = in_app(live_app, lambda: refunds.resolve_stale_refunds(now=later))
 
     assert (early, finished, again) == (0, 1, 0)
     assert _refund_row(session, opened["out_refund_no"]).state is (
@@ -711,18 +698,6 @@ def test_a_late_payment_notification_after_a_refund_changes_nothing(
 # -- races, on PostgreSQL ----------------------------------------------------------
 
 
-def _together(*jobs):
-    """Run the jobs in threads of their own, released at once by a barrier."""
-    barrier = threading.Barrier(len(jobs))
-
-    def run(job):
-        barrier.wait()
-        return job()
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        return list(pool.map(run, jobs))
-
-
 @pytest.mark.postgres
 def test_partial_refunds_of_a_channel_payment_racing_never_pass_the_amount_paid(
     live_app, till, session, merchant
@@ -731,7 +706,7 @@ def test_partial_refunds_of_a_channel_payment_racing_never_pass_the_amount_paid(
     desks = _finance(live_app, session, desks=3)
     number = paid["out_trade_no"]
 
-    answers = _together(
+    answers = together(
         *[lambda desk=desk: _refund(live_app, desk, number, 400) for desk in desks]
     )
     live_app.sandbox.clock.advance(6)
@@ -769,7 +744,7 @@ def test_a_refunds_query_and_its_notification_at_the_same_moment_post_it_once(
     ][-1]
     headers = dict(delivery.headers.items())
 
-    asked, notified = _together(
+    asked, notified = together(
         lambda: _ask_refund(live_app, finance, opened["out_refund_no"]),
         lambda: requests.post(
             delivery.url, data=delivery.body, headers=headers, timeout=30
@@ -829,10 +804,10 @@ def test_a_top_ups_query_and_its_notification_at_the_same_moment_credit_once(
         if asker == "result_page":
             answer = browser.get(f"{live_app.url}/api/top-ups/{number}", timeout=30)
             return answer.json()["state"]
-        report = _in_app(live_app, lambda: resolve_stale_top_ups(now=later))
+        report = in_app(live_app, lambda: resolve_stale_top_ups(now=later))
         return report.settled
 
-    queried, notified = _together(
+    queried, notified = together(
         query,
         lambda: requests.post(
             delivery.url, data=delivery.body, headers=headers, timeout=30

@@ -8,7 +8,6 @@ import datetime as dt
 import gc
 import hashlib
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,6 +26,7 @@ from reconciliation.run import (
     fee_rate,
     reconcile_day,
 )
+from tests.live import in_app
 from tests.payments.test_notifications import DESKTOP, _open_and_pay
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -48,17 +48,8 @@ def _after_bills_are_ready(live_app, day: dt.date) -> None:
     )
 
 
-def _in_app(live_app, job):
-    def run():
-        with live_app.app.app_context():
-            return job()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
-
-
 def _reconcile(live_app, day, **options):
-    return _in_app(live_app, lambda: reconcile_day("wechat", day, **options))
+    return in_app(live_app, lambda: reconcile_day("wechat", day, **options))
 
 
 def _discrepancies(session, day) -> dict[str, tuple[str, str]]:
@@ -232,7 +223,7 @@ def test_a_day_being_reconciled_is_refused_to_a_second_run(
     _pay(live_app, shopper)
     _after_bills_are_ready(live_app, trading_day)
     # A run that started a moment ago and is still going.
-    _in_app(live_app, lambda: _claim("wechat", trading_day, clock.now()))
+    in_app(live_app, lambda: _claim("wechat", trading_day, clock.now()))
 
     with pytest.raises(RunInProgress):
         _reconcile(live_app, trading_day)
@@ -246,7 +237,7 @@ def test_the_command_line_reconciles_a_day_and_reports_each_channel(
     _after_bills_are_ready(live_app, trading_day)
     runner = live_app.app.test_cli_runner()
 
-    result = _in_app(
+    result = in_app(
         live_app,
         lambda: runner.invoke(
             args=["reconcile", "run", "--date", trading_day.isoformat()]
@@ -340,7 +331,7 @@ def test_a_bill_given_to_the_run_is_checked_like_a_downloaded_one(
     live_app.sandbox.faults.set("wechat", "notification", "drop")
     number = _pay(live_app, shopper)
     _after_bills_are_ready(live_app, trading_day)
-    bill = _in_app(live_app, lambda: channel_for("wechat").download_bill(trading_day))
+    bill = in_app(live_app, lambda: channel_for("wechat").download_bill(trading_day))
     text = bill.content.decode()
     summary = text.rstrip("\r\n").rsplit("\r\n", 1)[1]
     wrong = text.replace(summary, summary.replace("`1,", "`2,", 1)).encode()
@@ -423,7 +414,7 @@ def test_the_command_line_holds_for_the_days_it_is_given(
     runner = live_app.app.test_cli_runner()
     day = trading_day.isoformat()
 
-    result = _in_app(
+    result = in_app(
         live_app,
         lambda: runner.invoke(
             args=[
@@ -482,7 +473,7 @@ def test_the_command_line_shows_a_progress_bar_for_each_phase(
     runner = live_app.app.test_cli_runner()
     day = trading_day.isoformat()
 
-    result = _in_app(
+    result = in_app(
         live_app,
         lambda: runner.invoke(
             args=[

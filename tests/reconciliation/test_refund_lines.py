@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,6 +20,7 @@ from reconciliation.matching import FindingKind
 from reconciliation.models import Discrepancy, DiscrepancyStatus
 from reconciliation.run import Phase, reconcile_day
 from reconciliation.settlement import ChannelFee, MerchantStatement
+from tests.live import in_app
 from tests.payments.pos.conftest import SignedTerminal, new_order_no
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -38,15 +38,6 @@ def till(live_app, session, merchant) -> SignedTerminal:
         config, sleep=live_app.sandbox.clock.advance
     )
     return SignedTerminal(terminal.key_id, terminal.secret, live_app.app, live_app.url)
-
-
-def _in_app(live_app, job):
-    def run():
-        with live_app.app.app_context():
-            return job()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
 
 
 def _finance(live_app, session) -> requests.Session:
@@ -113,11 +104,11 @@ def test_a_lost_refund_notification_is_repaired_and_refund_fees_are_credited(
 
     # The first run dies once its findings are recorded, the repair among them.
     with pytest.raises(Killed):
-        _in_app(live_app, lambda: reconcile_day("wechat", DAY, progress=_kill))
+        in_app(live_app, lambda: reconcile_day("wechat", DAY, progress=_kill))
     live_app.sandbox.clock.advance(3600)  # its lease runs out
-    run = _in_app(live_app, lambda: reconcile_day("wechat", DAY))
-    again = _in_app(live_app, lambda: reconcile_day("wechat", DAY))
-    settled = _in_app(
+    run = in_app(live_app, lambda: reconcile_day("wechat", DAY))
+    again = in_app(live_app, lambda: reconcile_day("wechat", DAY))
+    settled = in_app(
         live_app,
         lambda: runner.invoke(args=["reconcile", "settle", "--date", DAY.isoformat()]),
     )
