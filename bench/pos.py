@@ -16,6 +16,11 @@ and the payment's insert. The terminal's id, merchant and payable account are re
 once per worker, as the service keeps them per process. No HTTP, no signature, no
 ORM.
 
+On either side every client process is started, has made its imports and set up
+its terminals before any terminal pays: the clock and the count of CPU start
+together for all of them, so that no process's start-up (a second of imports) is
+counted as the other processes' work.
+
 Two measurements of our side, after two seconds of payments that are not counted
 (each worker opens its pooled connections and prepares its statements, as each raw
 worker connects and reads its terminal before its clock starts):
@@ -76,6 +81,8 @@ import requests  # noqa: E402
 from alembic import command as alembic_command  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+
+from payments.pos.terminal_auth import sign  # noqa: E402
 
 SERVER = os.environ.get(
     "DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -238,6 +245,7 @@ def http_terminal(
     terminal: tuple[str, str, str],
     seconds: float,
     results: list,
+    starting: Starting,
     interval: float | None = None,
 ) -> None:
     """Pay back to back (``interval`` None), or once every ``interval`` seconds
@@ -247,12 +255,13 @@ def http_terminal(
     POS device's firmware is: the terminals share the service's two cores here,
     and a heavier client (``requests`` costs about a millisecond of CPU a
     request) would be measured as the service's slowness."""
-    from payments.pos.terminal_auth import sign
-
     key_id, secret, card = terminal
     address = urlsplit(base)
+    # Connected on the first request: a connection accepted and left idle would
+    # hold one of gunicorn's threads until its first request.
     http = HTTPConnection(address.hostname, address.port, timeout=30)
     latencies, failures = [], 0
+    starting.ready_and_wait()
     start = time.perf_counter()
     deadline = start + seconds
     scheduled = start + (random.uniform(0, interval) if interval else 0)
@@ -294,40 +303,39 @@ def http_terminal(
 
 
 def raw_terminal(
-    url: str, terminal: tuple[str, str, str], seconds: float, results: list
+    url: str,
+    terminal: tuple[str, str, str],
+    seconds: float,
+    results: list,
+    starting: Starting,
 ) -> None:
     conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
     key_id, _, card = terminal
     latencies: list[float] = []
     try:
-        _raw_payments(conninfo, key_id, card, seconds, latencies)
+        with psycopg.connect(conninfo) as connection:
+            # Read once, as the service keeps a terminal's ids per process.
+            with connection.transaction():
+                row = connection.execute(
+                    "SELECT t.id, t.merchant_id, m.payable_account_id FROM terminals "
+                    "t JOIN merchants m ON t.merchant_id = m.id WHERE t.key_id = %s",
+                    (key_id,),
+                ).fetchone()
+            assert row is not None
+            starting.ready_and_wait()
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    _raw_payment(connection, row, card)
+                finally:
+                    # A failed attempt's time too: the rate subtracts failures.
+                    latencies.append(time.perf_counter() - started)
     except (psycopg.Error, AssertionError):
         # Counted, not raised: the run says it failed and exits non-zero.
         results.append((latencies, 1))
         return
     results.append((latencies, 0))
-
-
-def _raw_payments(
-    conninfo: str, key_id: str, card: str, seconds: float, latencies: list[float]
-) -> None:
-    with psycopg.connect(conninfo) as connection:
-        # Read once, as the service keeps a terminal's ids per process.
-        with connection.transaction():
-            terminal = connection.execute(
-                "SELECT t.id, t.merchant_id, m.payable_account_id FROM terminals t "
-                "JOIN merchants m ON t.merchant_id = m.id WHERE t.key_id = %s",
-                (key_id,),
-            ).fetchone()
-        assert terminal is not None
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            try:
-                _raw_payment(connection, terminal, card)
-            finally:
-                # A failed attempt's time too: the rate subtracts failures.
-                latencies.append(time.perf_counter() - started)
 
 
 def _raw_payment(
@@ -392,11 +400,37 @@ def _raw_payment(
         )
 
 
+class Starting:
+    """Every terminal of a process connected and ready before any pays: the
+    clock, and the count of CPU spent, start once every client process is set
+    up (its imports, its connections), so that no process's start-up is
+    measured as the other side's work."""
+
+    def __init__(self, terminals: int) -> None:
+        self._all_ready = threading.Barrier(terminals + 1)
+        self._go = threading.Event()
+
+    def ready_and_wait(self) -> None:
+        try:
+            self._all_ready.wait(timeout=60)
+        except threading.BrokenBarrierError:
+            pass  # the process reports the terminal that never got ready
+        self._go.wait()
+
+    def all_ready(self) -> None:
+        self._all_ready.wait(timeout=60)
+
+    def go(self) -> None:
+        self._go.set()
+
+
 def client_process(
     side: str,
     target: str,
     terminals: list,
     seconds: float,
+    ready,  # type: ignore[no-untyped-def]
+    go,  # type: ignore[no-untyped-def]
     queue,  # type: ignore[no-untyped-def]
     interval: float | None = None,
 ) -> None:
@@ -404,24 +438,29 @@ def client_process(
 
     logging.disable(logging.INFO)
     results: list = []
+    starting = Starting(len(terminals))
     threads = [
         threading.Thread(
             target=http_terminal,
-            args=(target, terminal, seconds, results, interval),
+            args=(target, terminal, seconds, results, starting, interval),
         )
         if side == "service"
         else threading.Thread(
-            target=raw_terminal, args=(target, terminal, seconds, results)
+            target=raw_terminal, args=(target, terminal, seconds, results, starting)
         )
         for terminal in terminals
     ]
-    before = resource.getrusage(resource.RUSAGE_SELF)
     for thread in threads:
         thread.start()
+    starting.all_ready()
+    ready.put(os.getpid())
+    go.wait()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    starting.go()
     for thread in threads:
         thread.join()
     after = resource.getrusage(resource.RUSAGE_SELF)
-    # The terminals' own CPU, not the process's start (imports) before them.
+    # The terminals' own CPU from the common start, not their set-up.
     spent = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     queue.put((results, spent))
 
@@ -434,11 +473,12 @@ def measure(
     interval: float | None = None,
     server: int | None = None,
 ) -> dict:
-    """Run the terminals of ``side`` for ``seconds``; the rates, latencies and the
-    CPU seconds spent meanwhile by the clients, PostgreSQL and the ``server``
-    process with its workers."""
+    """Run the terminals of ``side`` for ``seconds``, all starting together once
+    every client process is ready; the rates, latencies and the CPU seconds
+    spent meanwhile by the clients, PostgreSQL and the ``server`` process with
+    its workers."""
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
+    queue, ready, go = context.Queue(), context.Queue(), context.Event()
     share = len(terminals) // PROCESSES
     children = [
         context.Process(
@@ -448,16 +488,21 @@ def measure(
                 targets[index % len(targets)],
                 terminals[index * share : (index + 1) * share],
                 seconds,
+                ready,
+                go,
                 queue,
                 interval,
             ),
         )
         for index in range(PROCESSES)
     ]
-    database_cpu = cpu_use.postgres_seconds()
-    server_cpu = cpu_use.tree_seconds(server) if server else 0.0
     for child in children:
         child.start()
+    for _ in children:
+        ready.get(timeout=120)
+    database_cpu = cpu_use.postgres_seconds()
+    server_cpu = cpu_use.tree_seconds(server) if server else 0.0
+    go.set()
     reports = [queue.get() for _ in children]
     database_cpu = cpu_use.postgres_seconds() - database_cpu
     server_cpu = cpu_use.tree_seconds(server) - server_cpu if server else 0.0
