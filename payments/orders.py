@@ -119,13 +119,12 @@ class OrderKind:
         Callable[[Session, str, dt.datetime, dt.datetime], Iterable[OrderRecord]] | None
     ) = None
     """Orders of a channel paid in ``[start, end)``, for reconciliation."""
-    paid_rows: (
-        Callable[[Session, str, dt.datetime, dt.datetime], Iterable[list[PaidRow]]]
-        | None
-    ) = None
-    """The orders ``paid_between`` gives, as lists of plain ``PaidRow`` tuples
-    straight from the database driver (``driver_rows``): what a night's run reads
-    a million of."""
+    paid_select: Callable[[str, dt.datetime, dt.datetime], Select[PaidRow]] | None = (
+        None
+    )
+    """``paid_select(channel, start, end)``: the orders ``paid_between`` gives, as
+    a statement of ``PaidRow`` columns, whose rows a night's run reads a million
+    of straight from the driver (``driver_rows``)."""
     record: Callable[[Session, str], OrderRecord | None] | None = None
     """One order by number, whatever its state."""
     close_unpaid: Callable[[Session, str, str], None] | None = None

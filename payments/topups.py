@@ -52,9 +52,7 @@ from payments.money import format_yuan
 from payments.orders import (
     OrderKind,
     OrderRecord,
-    PaidRow,
     SettleOutcome,
-    driver_rows,
 )
 
 logger = logging.getLogger(__name__)
@@ -420,7 +418,7 @@ def _record(top_up: TopUp) -> OrderRecord:
 
 def _paid(channel: str, start: dt.datetime, end: dt.datetime, *columns: Any) -> Any:
     """The top-ups of a channel paid in ``[start, end)``: ``paid_between`` and
-    ``paid_rows`` read the same ones."""
+    ``paid_select`` read the same ones."""
     return select(*columns).where(
         TopUp.channel == channel,
         TopUp.state == TopUpState.SUCCEEDED,
@@ -457,20 +455,15 @@ def _paid_between(
         )
 
 
-def _paid_rows(
-    session: Session, channel: str, start: dt.datetime, end: dt.datetime
-) -> Iterator[list[PaidRow]]:
-    return driver_rows(
-        session,
-        _paid(
-            channel,
-            start,
-            end,
-            TopUp.out_trade_no,
-            TopUp.amount_fen,
-            TopUp.transaction_id,
-            null(),  # a top-up pays no merchant
-        ),
+def _paid_select(channel: str, start: dt.datetime, end: dt.datetime) -> Any:
+    return _paid(
+        channel,
+        start,
+        end,
+        TopUp.out_trade_no,
+        TopUp.amount_fen,
+        TopUp.transaction_id,
+        null(),  # a top-up pays no merchant
     )
 
 
@@ -488,7 +481,7 @@ ORDER_KIND = OrderKind(
     _owns,
     settle_top_up,
     paid_between=_paid_between,
-    paid_rows=_paid_rows,
+    paid_select=_paid_select,
     record=_record_of,
     close_unpaid=_close_unpaid,
 )

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 from reconciliation.bills.alipay import REFUND as ALIPAY_REFUND
 from reconciliation.bills.alipay import AlipayBill
@@ -106,12 +105,6 @@ payment line was dealt with as it stands, so that no ``BillLine`` is built for i
 (``DayMatch.take_paid``)."""
 
 
-TakeAll = Callable[[Sequence[str], Sequence[str], Sequence[int], Sequence[int]], int]
-"""``take_all(numbers, transactions, amounts, fees)``: ``take`` for lines side by
-side, in order, up to the first not taken; how many were
-(``DayMatch.take_paid_all``)."""
-
-
 def wechat_bill_lines(
     content: bytes | str | Iterable[TradeEntry], take: Take | None = None
 ) -> Iterator[BillLine | int]:
@@ -189,30 +182,11 @@ def wechat_bill_lines(
             )
 
 
-def wechat_column_lines(
-    batches: Iterable[Sequence[Sequence[Any]]], take: Take, take_all: TakeAll
-) -> Iterator[BillLine | int]:
-    """``wechat_bill_lines`` for entries that come in batches by column (a forked
-    reader's, ``bills.forked``), giving the count of lines taken at the head of a
-    batch as one number.
-
-    A batch of nothing but paid payment lines with an order amount each, the
-    whole of a quiet day, is offered to ``take_all`` first; from the first line
-    it does not take (every line of any other batch), the lines go one by one as
-    in ``wechat_bill_lines``. So ``take`` and the caller's handling of the lines
-    see exactly what they see there, in the same order, but nearly a whole
-    night's million is counted without a line of Python run for each."""
+def offered_states(trade_states: Iterable[str]) -> list[str]:
+    """Which of these WeChat Pay trade states make a payment line that ``take``
+    is offered."""
     offered = _Offered()
-    for columns in batches:
-        states, orders = columns[4], columns[11]
-        taken = 0
-        if all(orders) and all(map(offered.__getitem__, states)):
-            taken = take_all(columns[3], columns[2], orders, columns[10])
-            if taken:
-                yield taken
-        if taken < len(states):
-            rest = zip(*columns, strict=True)
-            yield from wechat_bill_lines(islice(rest, taken, None), take)
+    return [state for state in trade_states if offered[state]]
 
 
 class _Offered(dict[str, bool]):

@@ -34,8 +34,18 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequen
 from itertools import repeat
 from typing import NamedTuple
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from payments.orders import OrderRecord, PaidRow, RefundRecord
-from reconciliation.lines import BillLine, ChannelState, LineKind
+from reconciliation.bills.columns import TradeColumns
+from reconciliation.lines import (
+    BillLine,
+    ChannelState,
+    LineKind,
+    offered_states,
+    wechat_bill_lines,
+)
 
 
 class FindingKind(enum.StrEnum):
@@ -128,6 +138,102 @@ def day_orders(
 
 
 _NUMBER = operator.itemgetter(0)
+
+
+class DayOrderColumns:
+    """The orders we settled on the bill's day, by column, as the nightly run
+    reads a million of them for a bill read into columns (``bills.columns``):
+    ``DayMatch.take_columns`` matches them all at once, and only the orders it
+    leaves become ``DayOrder``s. Order numbers are unique across kinds (each
+    kind has its own prefix)."""
+
+    SCHEMA = pa.schema(
+        [
+            ("out_trade_no", pa.string()),
+            ("amount_fen", pa.int64()),
+            ("transaction_id", pa.string()),
+            ("merchant", pa.string()),
+            ("type", pa.int16()),
+        ]
+    )
+
+    def __init__(self) -> None:
+        self._batches: list[pa.RecordBatch] = []
+        self._types: list[type[DayOrder]] = []
+
+    def add(self, rows: list[PaidRow], kind: str, channel: str) -> None:
+        """``rows`` of ``kind`` paid through ``channel``, as ``day_orders`` takes
+        them."""
+        if rows:
+            numbers, amounts, transactions, merchants = zip(*rows, strict=True)
+            self.add_table(
+                pa.table(
+                    [
+                        pa.array(numbers, pa.string()),
+                        pa.array(amounts, pa.int64()),
+                        pa.array(transactions, pa.string()),
+                        pa.array(merchants, pa.string()),
+                    ],
+                    names=_DAY_ORDER_FIELDS,
+                ),
+                kind,
+                channel,
+            )
+
+    def add_table(self, orders: pa.Table, kind: str, channel: str) -> None:
+        """Orders of ``kind`` paid through ``channel``, by column: out_trade_no,
+        amount_fen, transaction_id and merchant."""
+        if not orders.num_rows:
+            return
+        order_type = day_order_type(kind, channel)
+        if order_type not in self._types:
+            self._types.append(order_type)
+        code = pa.scalar(self._types.index(order_type), pa.int16())
+        orders = orders.select(list(_DAY_ORDER_FIELDS)).append_column(
+            "type", pa.repeat(code, orders.num_rows)
+        )
+        self._batches.extend(orders.cast(self.SCHEMA).to_batches())
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches(self._batches, schema=self.SCHEMA)
+
+    def drop(self, numbers: Iterable[str]) -> list[str]:
+        """Leave out the orders of ``numbers``; which of them there were."""
+        numbers = list(numbers)
+        if not numbers or not self._batches:
+            return []
+        table = self.table()
+        present = pc.is_in(table["out_trade_no"], value_set=pa.array(numbers))
+        dropped = table.filter(present)["out_trade_no"].to_pylist()
+        if dropped:
+            self._batches = table.filter(pc.invert(present)).to_batches()
+        return dropped
+
+    def into(self, paid: MutableMapping[str, OrderRecord | DayOrder]) -> None:
+        """Put the orders into ``paid`` as ``DayOrder``s, as ``day_orders``
+        would."""
+        self.into_orders(paid, self.table(), self._types)
+
+    @property
+    def types(self) -> Sequence[type[DayOrder]]:
+        """The ``DayOrder`` class of each ``type`` code."""
+        return self._types
+
+    @staticmethod
+    def into_orders(
+        paid: MutableMapping[str, OrderRecord | DayOrder],
+        table: pa.Table,
+        types: Sequence[type[DayOrder]],
+    ) -> None:
+        for code, order_type in enumerate(types):
+            of_type = table.filter(pc.equal(table["type"], code))
+            if of_type.num_rows:
+                columns = (of_type[name].to_pylist() for name in _DAY_ORDER_FIELDS)
+                rows = list(zip(*columns, strict=True))
+                day_orders(paid, rows, order_type.kind, order_type.channel)
+
+
+_DAY_ORDER_FIELDS = ("out_trade_no", "amount_fen", "transaction_id", "merchant")
 
 
 def match_payments(
@@ -299,8 +405,12 @@ class DayMatch:
         paid: MutableMapping[str, OrderRecord | DayOrder],
         refunded: MutableMapping[str, RefundRecord],
         fee_rate_per_10000: int,
+        day: DayOrderColumns | None = None,
     ) -> None:
+        """``paid`` and ``refunded`` by number; the day's orders may also come by
+        column (``day``), for ``take_columns``: none of those is in ``paid``."""
         self._paid = paid
+        self._day = day
         self._refunded = refunded
         self._rate = fee_rate_per_10000
         self._elsewhere: list[BillLine] = []
@@ -321,51 +431,117 @@ class DayMatch:
         matches one of the day's own orders, as ``add`` would, without the line
         being built: nearly every line of a day is one. False, and nothing
         counted, for any other: that line goes to ``add``."""
-        return (
-            self.take_paid_all(
-                (out_trade_no,), (transaction_id,), (amount_fen,), (fee_fen,)
-            )
-            == 1
-        )
-
-    def take_paid_all(
-        self,
-        numbers: Sequence[str],
-        transactions: Sequence[str],
-        amounts: Sequence[int],
-        fees: Sequence[int],
-    ) -> int:
-        """``take_paid`` for paid payment lines side by side, in their order, up
-        to the first it does not take: how many it took. A batch of a forked
-        reader's lines (``lines.wechat_column_lines``) is taken so, its counts
-        added once rather than line by line."""
-        paid, rate, merchant_fees = self._paid, self._rate, self.merchant_fees
-        taken = fees_fen = expected = 0
-        for number, transaction, amount, fee in zip(
-            numbers, transactions, amounts, fees, strict=True
+        if self._day is not None:
+            self._spill()
+        order = self._paid.get(out_trade_no)
+        if (
+            order is None
+            or order.state != "paid"
+            or order.amount_fen != amount_fen
+            or (order.transaction_id and order.transaction_id != transaction_id)
         ):
-            order = paid.get(number)
-            if (
-                order is None
-                or order.state != "paid"
-                or order.amount_fen != amount
-                or (order.transaction_id and order.transaction_id != transaction)
-            ):
-                break
-            # What _payment_finding calls matched, decided without the finding.
-            del paid[number]
-            taken += 1
-            fees_fen += fee
-            expected += expected_fee_fen(amount, rate)
-            if order.merchant:
-                merchant_fees.append((number, order.merchant, fee))
-        self.lines += taken
-        self.matched += taken
-        self._charged_lines += taken
+            return False
+        # What _payment_finding calls matched, decided without the finding.
+        del self._paid[out_trade_no]
+        self.lines += 1
+        self.matched += 1
+        self._charged_lines += 1
+        self.fee_fen += fee_fen
+        self._charged += fee_fen
+        self._expected += expected_fee_fen(amount_fen, self._rate)
+        if order.merchant:
+            self.merchant_fees.append((out_trade_no, order.merchant, fee_fen))
+        return True
+
+    def take_columns(self, bill: TradeColumns) -> Iterator[BillLine | int]:
+        """Match a bill read into columns against the day's orders by column at
+        once: take every paid payment line that ``take_paid`` would take, put the
+        day's orders left into the orders by number, then give how many lines were
+        taken and every other line in the bill's order, as ``wechat_bill_lines``
+        gives them, for ``add``.
+
+        A line is taken only if it is the one payment line of its order in the
+        bill; where an order has several, they all go to ``add`` in order, which
+        takes the first as it would have. So the findings, counts and fees are
+        those of taking line by line."""
+        rows = bill.rows
+        columns, self._day = self._day or DayOrderColumns(), None
+        day = columns.table()
+        at = pc.index_in(rows["out_trade_no"], value_set=day["out_trade_no"])
+        states = rows["trade_state"]
+        offered = pc.is_in(
+            states,
+            value_set=pa.array(
+                offered_states(pc.unique(states).to_pylist()), pa.string()
+            ),
+        )
+        amount = pc.if_else(
+            pc.not_equal(rows["order_fen"], 0), rows["order_fen"], rows["settled_fen"]
+        )
+        their_transaction = pc.take(day["transaction_id"], at)
+        takeable = pc.and_kleene(
+            pc.and_kleene(offered, pc.equal(amount, pc.take(day["amount_fen"], at))),
+            pc.or_kleene(
+                pc.or_kleene(
+                    pc.is_null(their_transaction), pc.equal(their_transaction, "")
+                ),
+                pc.equal(their_transaction, rows["transaction_id"]),
+            ),
+        )
+        takeable = pc.fill_null(takeable, False)
+        # An order with more than one payment line in the bill: all of them line
+        # by line.
+        paying = pc.drop_null(pc.filter(at, pc.not_equal(states, "REFUND")))
+        if len(pc.unique(paying)) != len(paying):
+            counted = pc.value_counts(paying)
+            repeated = pc.filter(
+                counted.field("values"), pc.greater(counted.field("counts"), 1)
+            )
+            takeable = pc.and_(
+                takeable,
+                pc.invert(pc.fill_null(pc.is_in(at, value_set=repeated), False)),
+            )
+        fees = pc.filter(rows["fee_fen"], takeable)
+        count = len(fees)
+        fees_fen = _sum(fees)
+        expected = _sum(
+            pc.filter(amount, takeable),
+            lambda amount_fen: expected_fee_fen(amount_fen, self._rate),
+        )
+        self.lines += count
+        self.matched += count
+        self._charged_lines += count
         self.fee_fen += fees_fen
         self._charged += fees_fen
         self._expected += expected
-        return taken
+        taken_at = pc.filter(at, takeable)
+        merchants = pc.take(day["merchant"], taken_at)
+        if merchants.null_count < len(merchants):
+            for_merchant = pc.is_valid(merchants)
+            numbers = pc.filter(rows["out_trade_no"], takeable)
+            self.merchant_fees.extend(
+                zip(
+                    pc.filter(numbers, for_merchant).to_pylist(),
+                    pc.filter(merchants, for_merchant).to_pylist(),
+                    pc.filter(fees, for_merchant).to_pylist(),
+                    strict=True,
+                )
+            )
+        if count < day.num_rows:
+            left = pc.invert(
+                pc.is_in(pa.array(range(day.num_rows), pa.int32()), value_set=taken_at)
+            )
+            columns.into_orders(self._paid, day.filter(left), columns.types)
+        if count:
+            yield count
+        if count < rows.num_rows:
+            yield from wechat_bill_lines(_entries(bill, pc.invert(takeable)))
+
+    def _spill(self) -> None:
+        """The day's orders by column, by number: for line by line matching."""
+        if self._day is not None:
+            self._day.into(self._paid)
+            self._day = None
 
     def add(self, line: BillLine) -> None:
         if (
@@ -421,6 +597,8 @@ class DayMatch:
         """Every finding but the matches already counted: lines of orders not paid
         on the day (a matched one among them is returned too, as it may close a
         held item), then ours-only orders and refunds, then the fee check."""
+        if self._day is not None:
+            self._spill()
         findings = self._findings
         for line in self._elsewhere:
             if line.kind is LineKind.PAYMENT:
@@ -456,3 +634,49 @@ class DayMatch:
         if fee is not None:
             findings.append(fee)
         return findings
+
+
+def _sum(
+    column: pa.Array | pa.ChunkedArray, of: Callable[[int], int] | None = None
+) -> int:
+    """The exact sum of an integer column (or of ``of`` each value), in Python
+    integers: from each distinct value and how often it comes."""
+    counted = pc.value_counts(column)
+    values = counted.field("values").to_pylist()
+    if of is not None:
+        values = [of(value) for value in values]
+    return sum(
+        value * count
+        for value, count in zip(
+            values, counted.field("counts").to_pylist(), strict=True
+        )
+    )
+
+
+def _entries(bill: TradeColumns, which: pa.Array | pa.ChunkedArray) -> Iterator[tuple]:
+    """The rows of ``bill`` that ``which`` marks, in order, as the line reader's
+    ``TradeEntry`` tuples."""
+    rows = bill.rows.filter(which)
+    lines = pc.add(pc.indices_nonzero(which), bill.first_line).to_pylist()
+    times = bill.times
+    traded_at = [times[text] for text in rows["traded_at"].to_pylist()]
+    return zip(
+        lines,
+        traded_at,
+        *(rows[name].to_pylist() for name in _ENTRY_FIELDS),
+        strict=True,
+    )
+
+
+_ENTRY_FIELDS = (
+    "transaction_id",
+    "out_trade_no",
+    "trade_state",
+    "settled_fen",
+    "refund_id",
+    "out_refund_no",
+    "refund_fen",
+    "refund_state",
+    "fee_fen",
+    "order_fen",
+)

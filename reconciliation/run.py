@@ -52,24 +52,20 @@ from payments.channels.base import (
 )
 from payments.channels.wechat.channel import DamagedBill
 from payments.orders import OrderRecord, RefundRecord, SettleOutcome
-from reconciliation.bills import forked
 from reconciliation.bills.alipay import MalformedBill, parse_alipay_bill
-from reconciliation.bills.forked import ForkedTradeBill
+from reconciliation.bills.columns import TradeColumns, read_trade_columns
 from reconciliation.bills.wechat import BillFormatError
 from reconciliation.lines import (
     BillLine,
-    Take,
-    TakeAll,
     alipay_lines,
     wechat_bill_lines,
-    wechat_column_lines,
 )
 from reconciliation.matching import (
     DayMatch,
     DayOrder,
+    DayOrderColumns,
     Finding,
     FindingKind,
-    day_orders,
 )
 from reconciliation.models import (
     Discrepancy,
@@ -106,11 +102,11 @@ Progress = Callable[[Phase, int, int], None]
 is not known yet."""
 
 PROGRESS_EVERY = 10_000
-READ_ASIDE_BYTES = 16 << 20
-"""A WeChat bill this big (about 60,000 lines) or bigger is read by a forked child
-while the day's orders load (``bills.forked``); a smaller one reads faster here
-than a fork costs."""
 """Lines matched between two reports of progress."""
+READ_BY_COLUMN_BYTES = 1 << 20
+"""A WeChat bill this big (about 4,000 lines) or bigger is read into columns
+(``bills.columns``) by a thread while the day's orders load, and matched against
+them by column; a smaller one is read and matched line by line as fast."""
 
 
 class ReconciliationError(Exception):
@@ -205,10 +201,11 @@ def reconcile_day(
     report = progress or _no_progress
     try:
         # The checksum and the kept copy of the file (a quarter of a GiB on a busy
-        # day) are hashlib's and the disk's work, done without the interpreter
-        # lock: a thread does them while our orders are read, and the bill's lines
-        # are read only once both are done.
-        with ThreadPoolExecutor(1, thread_name_prefix="keep-bill") as pool:
+        # day) are hashlib's and the disk's work, and reading a big bill into
+        # columns is Arrow's, all done without the interpreter lock: threads do
+        # them while our orders are read, and no line of the bill is used before
+        # it has been checked and kept.
+        with ThreadPoolExecutor(2, thread_name_prefix="bill") as pool:
             report(Phase.DOWNLOAD, 0, 1)
             given = bill is not None
             if bill is None:
@@ -222,40 +219,33 @@ def reconcile_day(
             # The bill is read and matched in one pass, in memory; nothing is
             # written until its last line and its summary have been checked.
             kept: Future[Path] | None = None
+            columns: Future[TradeColumns | None] | None = None
             if bill is not None:
                 instance = Path(current_app.instance_path)
                 kept = pool.submit(_check_and_keep, bill, instance, check=given)
+                if channel == "wechat" and len(bill.content) >= READ_BY_COLUMN_BYTES:
+                    columns = pool.submit(read_trade_columns, bill.content)
             else:
                 report(Phase.DOWNLOAD, 1, 1)
-            # A big WeChat bill is read by a forked child while our orders load
-            # here; its entries are used only once the bill has been checked and
-            # kept, as those read here would be.
-            aside = (
-                ForkedTradeBill(bill.content)
-                if bill is not None
-                and channel == "wechat"
-                and len(bill.content) >= READ_ASIDE_BYTES
-                and forked.available()
-                else None
-            )
 
-            def lines(take: Take, take_all: TakeAll) -> Iterable[BillLine | int]:
+            def lines(matcher: DayMatch) -> Iterable[BillLine | int]:
                 if bill is None or kept is None:
                     return ()
                 read = _once_kept(
-                    kept, _lines(bill, channel, day, take, take_all, aside), report
+                    kept, _lines(bill, channel, day, matcher, columns), report
                 )
                 if progress is not None:
                     read = _reporting(read, _line_estimate(bill), progress)
                 return read
 
-            try:
-                matched = _match(
-                    channel, day, lines, start, end, fee_rate(settings, channel)
-                )
-            finally:
-                if aside is not None:
-                    aside.close()
+            matched = _match(
+                channel,
+                day,
+                lines,
+                start,
+                end,
+                fee_rate(settings, channel),
+            )
             path = kept.result() if kept is not None else None
             report(Phase.MATCH, matched.lines, matched.lines)
     except ReconciliationError as error:
@@ -415,20 +405,21 @@ def _lines(
     bill: Bill,
     channel: str,
     day: dt.date,
-    take: Take | None = None,
-    take_all: TakeAll | None = None,
-    aside: ForkedTradeBill | None = None,
+    matcher: DayMatch,
+    columns: Future[TradeColumns | None] | None = None,
 ) -> Iterator[BillLine | int]:
-    """The bill's lines one at a time (for WeChat lines ``take`` or ``take_all``
-    took, how many), from the entries ``aside`` read when given; ``BillRejected``
-    (at the latest after the last line) when the bill is malformed or disagrees
-    with its own summary."""
+    """The bill's lines one at a time, for ``matcher.add``; where ``matcher``
+    took lines as they were read, how many instead. A WeChat bill being read into
+    ``columns`` is matched by column, unless it was not in WeChat Pay's layout.
+    ``BillRejected`` (at the latest after the last line) when the bill is
+    malformed or disagrees with its own summary."""
     try:
         if channel == "wechat":
-            if aside is not None and take is not None and take_all is not None:
-                yield from wechat_column_lines(aside.batches(), take, take_all)
+            read = columns.result() if columns is not None else None
+            if read is not None:
+                yield from matcher.take_columns(read)
             else:
-                yield from wechat_bill_lines(bill.content, take)
+                yield from wechat_bill_lines(bill.content, matcher.take_paid)
             return
         parsed = parse_alipay_bill(bill.content)
         if not parsed.totals_match_summary():
@@ -436,8 +427,6 @@ def _lines(
         yield from alipay_lines(parsed)
     except (BillFormatError, MalformedBill) as error:
         raise BillRejected(str(error), channel=channel, day=day) from error
-    except forked.ReaderFailed as error:
-        raise ReconciliationError(str(error), channel=channel, day=day) from error
 
 
 def _no_progress(phase: Phase, done: int, total: int) -> None:
@@ -466,12 +455,17 @@ def _reporting(
 
 def _ours(
     session: Session, channel: str, start: dt.datetime, end: dt.datetime
-) -> tuple[dict[str, OrderRecord | DayOrder], dict[str, RefundRecord]]:
+) -> tuple[dict[str, OrderRecord | DayOrder], DayOrderColumns, dict[str, RefundRecord]]:
+    """The orders we settled on the day: by column where their kind gives them
+    as plain rows (``paid_select``, a million on a busy day), else by number; and
+    the refunds we made, by number."""
+    day_columns = DayOrderColumns()
     paid: dict[str, OrderRecord | DayOrder] = {}
     for kind in orders.order_kinds():
-        if kind.paid_rows is not None:
-            for rows in kind.paid_rows(session, channel, start, end):
-                day_orders(paid, rows, kind.name, channel)
+        if kind.paid_select is not None:
+            statement = kind.paid_select(channel, start, end)
+            for rows in orders.driver_rows(session, statement):
+                day_columns.add(rows, kind.name, channel)
         elif kind.paid_between is not None:
             for record in kind.paid_between(session, channel, start, end):
                 paid[record.out_trade_no] = record
@@ -481,7 +475,7 @@ def _ours(
         if kind.refunded_between is not None
         for record in kind.refunded_between(session, channel, start, end)
     }
-    return paid, refunded
+    return paid, day_columns, refunded
 
 
 def _lookup_order(session: Session) -> Callable[[str], OrderRecord | None]:
@@ -524,14 +518,14 @@ class _Matched:
 def _match(
     channel: str,
     day: dt.date,
-    lines: Callable[[Take, TakeAll], Iterable[BillLine | int]],
+    lines: Callable[[DayMatch], Iterable[BillLine | int]],
     start: dt.datetime,
     end: dt.datetime,
     fee_rate_per_10000: int,
 ) -> _Matched:
-    """Match the bill's ``lines(take, take_all)``, ``take`` (a line at a time)
-    and ``take_all`` (a batch of them) counting the lines that match one of the
-    day's own orders as they are read."""
+    """Match the bill's ``lines(matcher)``, which may count lines that match
+    one of the day's own orders as they are read (``matcher.take_paid``), or all
+    at once (``matcher.take_columns``)."""
     session = db.session()
     # Loading and matching a day keeps a million tuples alive (the day's orders)
     # and makes as many short-lived ones; none forms a cycle, yet the collector
@@ -541,7 +535,7 @@ def _match(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        paid, refunded = _ours(session, channel, start, end)
+        paid, day_columns, refunded = _ours(session, channel, start, end)
         # What an interrupted run of this day repaired is now paid (or refunded)
         # and would match; it is matched as it stood before, so the day sorts as
         # it first did.
@@ -549,12 +543,15 @@ def _match(
         for out_trade_no, record in before.items():
             if out_trade_no in paid:
                 paid[out_trade_no] = record
+        for out_trade_no in day_columns.drop(before):
+            paid[out_trade_no] = before[out_trade_no]
         for out_refund_no, refund in refunds_before.items():
             if out_refund_no in refunded:
                 refunded[out_refund_no] = refund
-        matcher = DayMatch(paid, refunded, fee_rate_per_10000)
+        matcher = DayMatch(paid, refunded, fee_rate_per_10000, day_columns)
+        del day_columns
         add = matcher.add
-        for line in lines(matcher.take_paid, matcher.take_paid_all):
+        for line in lines(matcher):
             # A number counts lines taken, already counted by the matcher.
             if type(line) is not int:
                 add(line)

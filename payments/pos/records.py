@@ -21,10 +21,8 @@ from payments.merchants import Merchant
 from payments.orders import (
     OrderKind,
     OrderRecord,
-    PaidRow,
     RefundKind,
     RefundRecord,
-    driver_rows,
 )
 from payments.pos import refunds, service
 from payments.pos.models import PaymentState, PosPayment, PosRefund, RefundState
@@ -64,7 +62,7 @@ def _order(row) -> OrderRecord:  # type: ignore[no-untyped-def]
 
 def _paid(channel: str, start: dt.datetime, end: dt.datetime, *columns: Any) -> Any:
     """The POS payments of a channel paid in ``[start, end)``: ``paid_between``
-    and ``paid_rows`` read the same ones."""
+    and ``paid_select`` read the same ones."""
     return (
         select(*columns)
         .join(Merchant, Merchant.id == PosPayment.merchant_id)
@@ -87,20 +85,15 @@ def paid_between(
         yield _order(row)
 
 
-def paid_rows(
-    session: Session, channel: str, start: dt.datetime, end: dt.datetime
-) -> Iterator[list[PaidRow]]:
-    return driver_rows(
-        session,
-        _paid(
-            channel,
-            start,
-            end,
-            PosPayment.out_trade_no,
-            PosPayment.amount_fen,
-            PosPayment.transaction_id,
-            Merchant.code,
-        ),
+def paid_select(channel: str, start: dt.datetime, end: dt.datetime) -> Any:
+    return _paid(
+        channel,
+        start,
+        end,
+        PosPayment.out_trade_no,
+        PosPayment.amount_fen,
+        PosPayment.transaction_id,
+        Merchant.code,
     )
 
 
@@ -188,7 +181,7 @@ ORDER_KIND = OrderKind(
     service.owns,
     service.settle_payment,
     paid_between=paid_between,
-    paid_rows=paid_rows,
+    paid_select=paid_select,
     record=record,
     close_unpaid=close_unpaid,
 )

@@ -247,86 +247,12 @@ def read_trade_bill(content: bytes | str) -> Iterator[TradeEntry]:
 
 @dataclasses.dataclass
 class TradeTally:
-    """What the rows of a bill, or of a part of one, add up to; and the summary,
-    with its line, when the part read held it."""
+    """What the rows of a bill add up to."""
 
     count: int = 0
     settled_fen: int = 0
     refund_fen: int = 0
     fee_fen: int = 0
-    summary: WechatBillSummary | None = None
-    summary_line: int | None = None
-
-
-def split_point(content: bytes) -> tuple[list[str], int, int] | None:
-    """Where to cut a bill in two for two readers, cheaply: (its headers, the
-    byte where the second part's first line starts, the header's line number),
-    the cut at a line end near the middle; None for a bill that has no such line
-    end. Whether the cut is usable, and the number of the second part's first
-    line, are for the second reader to find (``second_part``)."""
-    size = len(content)
-    cut = content.find(b"\n", size // 2) + 1
-    if cut <= 0 or cut >= size:
-        return None
-    head = _Scan(content)
-    return head.headers, cut, head.header_line
-
-
-def second_part(
-    content: bytes, split: tuple[list[str], int, int]
-) -> tuple[list[str], int, int] | None:
-    """The second part of a bill cut at ``split`` (from ``split_point``) as
-    ``read_trade_bill_part`` takes it: (headers, the cut, the number of the line
-    that starts there); None when the bill cannot be read in two there: its header
-    is not before the cut, or a summary may be (its words anywhere before the
-    cut, a product's name too)."""
-    headers, cut, header_line = split
-    start = 3 if content.startswith(b"\xef\xbb\xbf") else 0
-    # Lines before the cut, as ``_lines`` numbers them: CR, LF and CRLF each end
-    # one, and the cut follows an LF.
-    ends = (
-        content.count(b"\n", start, cut)
-        + content.count(b"\r", start, cut)
-        - content.count(b"\r\n", start, cut)
-    )
-    if header_line >= ends + 1 or content.find(_SUMMARY_NAME, 0, cut) >= 0:
-        return None
-    return headers, cut, ends + 1
-
-
-def read_trade_bill_part(
-    content: bytes, part: tuple[list[str], int, int], first: bool, tally: TradeTally
-) -> Iterator[TradeEntry]:
-    """The rows of one part of a bill cut at ``part`` (from ``split_point``, or
-    for the second part ``second_part``): the ``first`` from the start up to the
-    cut, else from the cut to the end. Each row
-    is checked as ``read_trade_bill`` checks it, and ``tally`` gets what the
-    part's rows add up to and its summary, if it held one; whether the parts
-    together add up to it is the caller's to check (``check_parts``)."""
-    scan = _Scan(content, stop=part[1]) if first else _Scan(content, part)
-    yield from _entries(scan, tally)
-    tally.summary, tally.summary_line = scan.summary, scan.summary_line
-
-
-def check_parts(first: TradeTally, second: TradeTally, second_line: int | None) -> None:
-    """The checks ``read_trade_bill`` makes after the last row, for a bill read in
-    two parts; ``second_line`` is the number of the second part's first line that
-    was not blank, if any was."""
-    if first.summary is not None:
-        if second_line is not None:
-            raise BillFormatError("text after the summary", second_line)
-        summary = first.summary
-    elif second.summary is not None:
-        summary = second.summary
-    else:
-        raise BillFormatError("truncated: the summary section is missing")
-    _check_sums(
-        first.count + second.count,
-        first.settled_fen + second.settled_fen,
-        first.refund_fen + second.refund_fen,
-        first.fee_fen + second.fee_fen,
-        summary,
-    )
 
 
 def _entries(scan: _Scan, tally: TradeTally) -> Iterator[TradeEntry]:
@@ -527,24 +453,19 @@ class _Scan:
     then its summary (set once ``rows()`` is exhausted)."""
 
     def __init__(
-        self,
-        content: bytes | str,
-        part: tuple[list[str], int, int] | None = None,
-        stop: int | None = None,
+        self, content: bytes | str, part: tuple[list[str], int, int] | None = None
     ) -> None:
-        """The whole bill; or the part of it before the byte ``stop``; or with
-        ``part`` (the bill's headers, and a line's start and number, from
-        ``split_point``) the bill from that line on. A part may lack the
+        """The whole bill; or with ``part`` (the bill's headers, and a line's
+        start and number) the bill from that line on, which may lack the
         summary."""
         self.summary: WechatBillSummary | None = None
-        self.summary_line: int | None = None
-        self._whole = part is None and stop is None
+        self._whole = part is None
         if part is not None:
             self.headers, start, number = part
             self.header_line = 0
-            self._lines = _lines(content, start, number - 1, stop)
+            self._lines = _lines(content, start, number - 1)
             return
-        self._lines = _lines(content, stop=stop)
+        self._lines = _lines(content)
         first = self._next_nonblank()
         if first is None:
             raise BillFormatError("the bill is empty")
@@ -585,7 +506,6 @@ class _Scan:
                     "truncated: summary header without values", number
                 )
             self.summary = _summary([header_name(c) for c in cells], *values)
-            self.summary_line = number
             after = self._next_nonblank()
             if after is not None:
                 raise BillFormatError("text after the summary", after[0])
@@ -614,22 +534,18 @@ _CHUNK = 1 << 20
 
 
 def _lines(
-    content: bytes | str,
-    start: int | None = None,
-    number: int = 0,
-    stop: int | None = None,
+    content: bytes | str, start: int | None = None, number: int = 0
 ) -> Iterator[tuple[int, bytes]]:
     """Numbered lines, without their ends, cut from ``content`` a chunk at a time;
     CR, LF and CRLF all end a line, as in the file WeChat Pay sends (CRLF) and in
     bills saved again by hand (LF). A UTF-8 byte-order mark is dropped. Each chunk
     is checked to be UTF-8 as a whole; a chunk that is not is read line by line,
     to refuse the bill at the first line that is not. From the line beginning at
-    byte ``start``, numbered ``number + 1``, and up to the byte ``stop`` (a line's
-    start), when given."""
+    byte ``start``, numbered ``number + 1``, when given."""
     content = _encoded(content)
     if start is None:
         start = 3 if content.startswith(b"\xef\xbb\xbf") else 0
-    size = len(content) if stop is None else stop
+    size = len(content)
     while start < size:
         end = start + _CHUNK
         if end < size:

@@ -65,16 +65,13 @@ def _pay(live_app, student_browser, amount="50"):
     return _open_and_pay(live_app, browser, student_browser.card, amount)
 
 
-@pytest.fixture(params=["read_here", "read_by_a_forked_child"])
+@pytest.fixture(params=["line_by_line", "by_column"])
 def reading(request, monkeypatch):  # type: ignore[no-untyped-def]
-    """Both ways a WeChat bill is read: in the run's process (a small bill) or by
-    a forked child while the orders load (a big one, ``READ_ASIDE_BYTES``)."""
-    if request.param == "read_by_a_forked_child":
-        from reconciliation.bills import forked
-
-        if not forked.available():
-            pytest.skip("no fork here")
-        monkeypatch.setattr(run_module, "READ_ASIDE_BYTES", 0)
+    """Both ways a WeChat bill is read and matched: line by line (a small bill),
+    or into columns matched against the day's orders by column (a big one,
+    ``READ_BY_COLUMN_BYTES``)."""
+    size = 0 if request.param == "by_column" else 1 << 40
+    monkeypatch.setattr(run_module, "READ_BY_COLUMN_BYTES", size)
     return request.param
 
 

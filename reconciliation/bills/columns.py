@@ -1,0 +1,290 @@
+"""A WeChat Pay trade bill in WeChat Pay's own layout, read into Arrow columns.
+
+WeChat Pay writes every trade bill the same way: a header line, one line per row
+whose every field is a back-quote and its value (no field holding a comma), then
+the summary. A night's bill of a million such lines is read here by Arrow's CSV
+reader, in C++ threads that do not hold the interpreter lock, and checked a
+column at a time. Each distinct text of a checked column (amounts, times,
+states: a day repeats a few thousand) goes through the very functions the line
+reader (``wechat.read_trade_bill``) uses, so the values are exactly the ones it
+gives; tests hold the two to each other.
+
+Anything else makes ``read_trade_columns`` answer None, and the line reader reads
+the bill and says what is wrong with it, if anything: spaces around a value, an
+amount it would refuse, a blank line, a row of another width, a byte that is not
+UTF-8, a column missing from the header, a summary that is not where WeChat Pay
+puts it. Only a bill whose rows do not add up to its summary is refused here
+(``BillFormatError``), with the words the line reader would use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import operator
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from reconciliation.bills.wechat import (
+    _ENTRY_COLUMNS,
+    _NOT_WHOLE,
+    _SUMMARY_NAME,
+    BillFormatError,
+    WechatBillSummary,
+    _check_sums,
+    _fen_of,
+    _Scan,
+    _time,
+)
+
+# Arrow's default allocator (mimalloc) keeps the pages a column frees for the
+# next one: a night's run of a million lines, its bill (a quarter of a GiB) held
+# throughout, went over 1 GiB at its peak, and was slower, for pages never asked
+# for again. jemalloc gives them back. Set for the process (Arrow is the nightly
+# run's alone here); where jemalloc is not built in, the default stays.
+try:
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
+except NotImplementedError:  # pragma: no cover - depends on the Arrow build
+    pass
+
+_BOM = b"\xef\xbb\xbf"
+_TIME, _TRANSACTION, _ORDER_NO, _STATE, _SETTLED = _ENTRY_COLUMNS[:5]
+_REFUND_ID, _REFUND_NO, _REFUNDED, _REFUND_STATE, _FEE, _ORDER = _ENTRY_COLUMNS[5:]
+_AMOUNTS = (_SETTLED, _REFUNDED, _FEE, _ORDER)
+_TEXTS = (_STATE, _REFUND_ID, _REFUND_NO, _REFUND_STATE)
+_IDS = (_TRANSACTION, _ORDER_NO)
+# An id as the line reader takes it without a second look: printable ASCII, no
+# space. Any other (Unicode, spaces) is left to it.
+_ID = r"^`[!-~]+$"
+
+
+@dataclasses.dataclass(frozen=True)
+class TradeColumns:
+    """The detail rows of a bill, by column; row ``i`` is line ``first_line + i``.
+
+    ``rows`` has the line reader's ``TradeEntry`` fields but the first two: ids
+    and texts as strings without their back-quote, amounts as int64 fen, and
+    ``traded_at`` as its text, which ``times`` turns into the time the line
+    reader gives."""
+
+    rows: pa.Table
+    first_line: int
+    times: dict[str, dt.datetime]
+    summary: WechatBillSummary
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+
+def read_trade_columns(content: bytes) -> TradeColumns | None:
+    """The bill's detail rows as columns; None for a bill not in WeChat Pay's
+    layout (read it with ``read_trade_bill``). Raises ``BillFormatError`` for
+    rows that do not add up to the summary."""
+    if not _utf8(content):
+        return None
+    try:
+        scan = _Scan(content)
+    except BillFormatError:
+        return None
+    headers = scan.headers
+    if scan.header_line != 1 or any(name not in headers for name in _ENTRY_COLUMNS):
+        return None
+    start = 3 if content.startswith(_BOM) else 0
+    body = _after_line(content, start)
+    summary_at = max(
+        content.rfind(b"\n" + _SUMMARY_NAME), content.rfind(b"\r" + _SUMMARY_NAME)
+    )
+    if body is None or summary_at < body:
+        return None
+    summary_at += 1
+    columns = _Columns()
+    try:
+        for batch in _batches(memoryview(content)[body:summary_at], headers):
+            columns.add(batch)
+    except (pa.ArrowInvalid, _NotInLayout):
+        return None
+    try:
+        rows = columns.table()
+    except (pa.ArrowInvalid, _NotInLayout):
+        return None
+    times, totals = columns.times, columns.totals
+    # Each row read is one line: the header is line 1, the rows follow it.
+    summary = _summary(content, headers, summary_at, 2 + rows.num_rows)
+    if summary is None:
+        return None
+    _check_sums(
+        rows.num_rows,
+        totals["settled_fen"],
+        totals["refund_fen"],
+        totals["fee_fen"],
+        summary,
+    )
+    return TradeColumns(rows, 2, times, summary)
+
+
+class _NotInLayout(Exception):
+    """A value the line reader must look at itself."""
+
+
+def _utf8(content: bytes) -> bool:
+    """Whether the whole file is UTF-8, checked by Arrow without decoding it into
+    a string (the CSV reader checks only the columns it keeps)."""
+    offsets = pa.array([0, len(content)], pa.int64()).buffers()[1]
+    whole = pa.Array.from_buffers(
+        pa.large_binary(), 1, [None, offsets, pa.py_buffer(content)]
+    )
+    try:
+        whole.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _after_line(content: bytes, start: int) -> int | None:
+    """Where the line beginning at ``start`` ends (after its CR, LF or CRLF)."""
+    ends = [
+        at for at in (content.find(b"\n", start), content.find(b"\r", start)) if at >= 0
+    ]
+    if not ends:
+        return None
+    end = min(ends)
+    return end + 2 if content[end : end + 2] == b"\r\n" else end + 1
+
+
+def _summary(
+    content: bytes, headers: list[str], at: int, number: int
+) -> WechatBillSummary | None:
+    """The summary whose header line begins at ``at``, read by the line reader's
+    own scan, which also refuses text after it; None if it does not read."""
+    scan = _Scan(content, (headers, at, number))
+    try:
+        for line, raw in scan.rows():
+            if scan.cells(line, raw) is not None:
+                return None
+    except BillFormatError:
+        return None
+    return scan.summary
+
+
+def _batches(body: memoryview, headers: list[str]) -> Iterator[pa.RecordBatch]:
+    """The rows, a block of the file at a time, with the columns kept named by
+    their headers. One block at a time rather than the whole at once: the raw
+    columns of a million rows would cost half a GiB on top of what is kept, and
+    one thread reads a block as fast as the CSV reader's two would share out."""
+    names = [str(index) for index in range(len(headers))]
+    keep = {str(headers.index(name)): name for name in _ENTRY_COLUMNS}
+    reader = pcsv.open_csv(
+        pa.BufferReader(pa.py_buffer(body)),
+        read_options=pcsv.ReadOptions(column_names=names, block_size=2 << 20),
+        parse_options=pcsv.ParseOptions(
+            quote_char=False,
+            escape_char=False,
+            newlines_in_values=False,
+            ignore_empty_lines=False,
+        ),
+        convert_options=pcsv.ConvertOptions(
+            include_columns=list(keep),
+            column_types={name: pa.string() for name in keep},
+            null_values=[],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    renamed = [keep[name] for name in reader.schema.names]
+    for batch in reader:
+        yield batch.rename_columns(renamed)
+
+
+_FIELDS = (
+    (_TIME, "traded_at"),
+    (_TRANSACTION, "transaction_id"),
+    (_ORDER_NO, "out_trade_no"),
+    (_STATE, "trade_state"),
+    (_SETTLED, "settled_fen"),
+    (_REFUND_ID, "refund_id"),
+    (_REFUND_NO, "out_refund_no"),
+    (_REFUNDED, "refund_fen"),
+    (_REFUND_STATE, "refund_state"),
+    (_FEE, "fee_fen"),
+    (_ORDER, "order_fen"),
+)
+
+
+class _Columns:
+    """Blocks of raw cells, then the columns checked and converted as the line
+    reader would take them (or ``_NotInLayout``): each distinct time, amount and
+    text is looked at once, by the line reader's own functions. Each column's raw
+    cells are let go once it is converted."""
+
+    def __init__(self) -> None:
+        self._raw: dict[str, list[pa.Array]] = {name: [] for name, _ in _FIELDS}
+        self.times: dict[str, dt.datetime] = {}
+        """Each time's text, without its back-quote, as the time it stands for."""
+        self.totals: dict[str, int] = {}
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        for name, chunks in self._raw.items():
+            chunks.append(batch[name])
+
+    def table(self) -> pa.Table:
+        columns = {}
+        for name, field in _FIELDS:
+            cells = pa.chunked_array(self._raw.pop(name), pa.string())
+            if name in _IDS:
+                if not pc.all(pc.match_substring_regex(cells, _ID)).as_py():
+                    raise _NotInLayout
+            elif name in _AMOUNTS:
+                columns[field], self.totals[field] = _amounts(cells)
+                continue
+            else:
+                distinct = pc.unique(cells).to_pylist()
+                if name == _TIME:
+                    self.times = {text[1:]: _time_of(text) for text in distinct}
+                else:
+                    all(map(_text_of, distinct))
+            columns[field] = pc.utf8_slice_codeunits(cells, 1)
+        return pa.table(columns)
+
+
+def _amounts(cells: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
+    """An amount column as fen, and its total (exact: from each distinct amount
+    and how often it comes, in Python integers)."""
+    counted = pc.value_counts(cells)
+    texts = counted.field("values")
+    fen = [_amount_of(text) for text in texts.to_pylist()]
+    total = sum(map(operator.mul, fen, counted.field("counts").to_pylist()))
+    return pc.take(
+        pa.array(fen, pa.int64()), pc.index_in(cells, value_set=texts)
+    ), total
+
+
+def _time_of(text: str) -> dt.datetime:
+    value = text[1:]
+    if not text.startswith("`") or value.strip() != value:
+        raise _NotInLayout
+    try:
+        return _time(value, 0)
+    except BillFormatError:
+        raise _NotInLayout from None
+
+
+def _amount_of(text: str) -> int:
+    # A required amount left empty is the line reader's to judge: its row may be
+    # one cut short.
+    value = text[1:]
+    if not text.startswith("`") or not value or value.strip() != value:
+        raise _NotInLayout
+    fen = _fen_of(value)
+    if fen is None or fen == _NOT_WHOLE or abs(fen) >= 2**63:
+        raise _NotInLayout
+    return fen
+
+
+def _text_of(text: str) -> str:
+    value = text[1:]
+    if not text.startswith("`") or value.strip() != value:
+        raise _NotInLayout
+    return value
