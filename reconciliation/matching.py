@@ -544,6 +544,8 @@ class DayMatch:
             self._day = None
 
     def add(self, line: BillLine) -> None:
+        if self._day is not None:
+            self._spill()
         if (
             line.kind is LineKind.PAYMENT
             and line.state is ChannelState.PAID
