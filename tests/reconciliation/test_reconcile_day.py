@@ -179,7 +179,7 @@ def test_a_changed_amount_is_an_amount_mismatch(
 
 
 def test_a_truncated_bill_stops_the_run_and_changes_nothing(
-    live_app, shopper, session, trading_day
+    live_app, shopper, session, trading_day, reading
 ):
     live_app.sandbox.faults.set("wechat", "notification", "drop")
     number = _pay(live_app, shopper)
@@ -280,7 +280,7 @@ def _outcome(session, day: dt.date, numbers: list[str]) -> list[tuple]:
 
 
 def test_a_run_killed_half_way_is_finished_by_the_next_one(
-    live_app, shopper, session, trading_day
+    live_app, shopper, session, trading_day, reading
 ):
     # Hold days beyond the gap between the two days: neither run releases the
     # other's held item.
