@@ -1,4 +1,4 @@
-"""WSGI entry point: ``gunicorn wsgi:app``, ``flask --app wsgi ...``."""
+"""WSGI entry point: ``granian --interface wsgi wsgi:app``, ``flask --app wsgi ...``."""
 
 from campus import create_app
 

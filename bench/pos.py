@@ -1,12 +1,12 @@
 """Wallet payments per second through the signed terminal API, against raw psycopg.
 
 Our side: ``POST /api/terminal/payments`` (a card tap, 1 fen) over HTTP to the real
-app served by gunicorn as the README's production section runs it (four worker
-processes of eight threads), 32 concurrent terminals each with its own key and
-keep-alive connection, every request signed (HMAC, timestamp, fresh nonce) and
-verified, the nonce remembered, the payment recorded, the wallet debited to the
-merchant's payable, all on PostgreSQL. The terminals are threads in four client
-processes.
+app served by granian as the README's production section runs it (two worker
+processes of eight threads, a process a core), 32 concurrent terminals each with
+its own key and keep-alive connection, every request signed (HMAC, timestamp,
+fresh nonce) and verified, the nonce remembered, the payment recorded, the wallet
+debited to the merchant's payable, all on PostgreSQL. The terminals are threads in
+four client processes.
 
 The raw side: 32 workers (processes of threads) with psycopg connections running the
 same SQL as the service for one payment, in the same run on the same database: one
@@ -42,15 +42,14 @@ worker connects and reads its terminal before its clock starts):
 
 Needs PostgreSQL: DATABASE_URL, or postgresql+psycopg://postgres@127.0.0.1:5432/postgres.
 Prints both sides with p50/p99 latency and the CPU each spent per payment of the
-closed loop (the terminals' client processes, our gunicorn server and its
-workers, every PostgreSQL process: the shares of the two cores), then three JSON
-lines: the closed loop's
-latency (``p50_ms``, ``p99_ms``, ``requests``, ``failed``, and the raw side's); the
-open loop's (``mode`` ``open_loop``, ``offered_per_second``, ``p50_ms``, ``p99_ms``,
-``max_ms``, ``requests``, ``failed``), the line before the last; and the result, the
-last line (goal: ratio ≥ 0.5). Rates count succeeded payments only; latency covers
-every request. Any failed request (an error, no answer, or a payment not
-``succeeded``) makes the exit status 1.
+closed loop (the terminals' client processes, our granian server and its workers,
+every PostgreSQL process: the shares of the two cores), then three JSON lines: the
+closed loop's latency (``p50_ms``, ``p99_ms``, ``requests``, ``failed``, and the
+raw side's); the open loop's (``mode`` ``open_loop``, ``offered_per_second``,
+``p50_ms``, ``p99_ms``, ``max_ms``, ``requests``, ``failed``), the line before the
+last; and the result, the last line (goal: ratio ≥ 0.5). Rates count succeeded
+payments only; latency covers every request. Any failed request (an error, no
+answer, or a payment not ``succeeded``) makes the exit status 1.
 """
 
 from __future__ import annotations
@@ -64,6 +63,7 @@ import resource
 import secrets
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -91,9 +91,9 @@ TERMINALS = 32
 MERCHANTS = 8
 PROCESSES = 4
 """Client processes (eight terminals each)."""
-WORKERS = 4
+WORKERS = 2
 THREADS = 8
-"""gunicorn worker processes and threads per process (README, production)."""
+"""granian worker processes and threads per process (README, production)."""
 WARM_UP_SECONDS = 2
 """Payments before our side's clock starts (connections, statement caches)."""
 BALANCE_FEN = 10**12
@@ -190,38 +190,53 @@ def prepare(url: str, instance: Path):  # type: ignore[no-untyped-def]
     return app, terminals
 
 
-# -- our side: gunicorn + the signed API ------------------------------------------
+# -- our side: granian + the signed API -------------------------------------------
 
 
-def serve(url: str, instance: str, port: int) -> None:
-    """The app under gunicorn as the README's production section runs it:
-    ``WORKERS`` processes of ``THREADS`` threads, keep-alive connections."""
-    import logging
+def start_server(url: str, instance: str, port: int) -> subprocess.Popen[bytes]:
+    """The app under granian as the README's production section runs it:
+    ``WORKERS`` processes of ``THREADS`` threads, keep-alive connections; its
+    settings from the environment, as ``wsgi.py`` reads them."""
+    environment = dict(
+        os.environ,
+        CAMPUS_DATABASE_URL=url,
+        CAMPUS_INSTANCE_PATH=instance,
+        CAMPUS_SCHEDULER="off",
+        # Wallet payments call no channel: no sandbox to start, no keys to make.
+        CAMPUS_CHANNELS="live",
+        CAMPUS_LOG_LEVEL="WARNING",
+    )
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "wsgi",
+            "--workers",
+            str(WORKERS),
+            "--blocking-threads",
+            str(THREADS),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "wsgi:app",
+        ],  # fmt: skip
+        env=environment,
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
-    from gunicorn.app.base import BaseApplication
 
-    logging.disable(logging.INFO)
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for name, value in {
-                "bind": f"127.0.0.1:{port}",
-                "workers": WORKERS,
-                "threads": THREADS,
-                "worker_class": "gthread",
-                "keepalive": 60,
-                "loglevel": "warning",
-            }.items():
-                self.cfg.set(name, value)
-
-        def load(self):  # type: ignore[no-untyped-def]
-            from campus.database import db, make_engine
-
-            app = _app(url, Path(instance))
-            db.bind(make_engine(url, pool_size=THREADS + 2, max_overflow=0))
-            return app
-
-    Server().run()
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def _free_port() -> int:
@@ -257,8 +272,8 @@ def http_terminal(
     request) would be measured as the service's slowness."""
     key_id, secret, card = terminal
     address = urlsplit(base)
-    # Connected on the first request: a connection accepted and left idle would
-    # hold one of gunicorn's threads until its first request.
+    # Connected on the first request, as before the start barrier: the open
+    # loop's terminals then start at their scheduled moments.
     http = HTTPConnection(address.hostname, address.port, timeout=30)
     latencies, failures = [], 0
     starting.ready_and_wait()
@@ -563,17 +578,13 @@ def main() -> None:
 
     instance = Path(tempfile.mkdtemp(prefix="bench-pos-"))
     url = create_database()
-    servers = []
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         app, terminals = prepare(url, instance)
         raw = measure("raw", [url], terminals, seconds)
 
-        context = multiprocessing.get_context("spawn")
         port = _free_port()
-        server = context.Process(
-            target=serve, args=(url, str(instance), port), daemon=True
-        )
-        server.start()
+        server = start_server(url, str(instance), port)
         servers.append(server)
         bases = [f"http://127.0.0.1:{port}"]
         _wait_until_up(bases[0])
@@ -586,8 +597,7 @@ def main() -> None:
         check(app)
     finally:
         for server in servers:
-            server.terminate()
-            server.join()
+            stop_server(server)
         drop_database(url)
 
     print(

@@ -15,10 +15,11 @@ import secrets
 from typing import NamedTuple
 
 from flask_babel import lazy_gettext
-from sqlalchemy import Boolean, ForeignKey, String, select
+from sqlalchemy import Boolean, ForeignKey, String, bindparam, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from campus.database import Base, str_enum, utcnow
+from campus.driver import DriverStatement
 from campus.errors import CardNotActive, Conflict, InvalidInput, NotFound
 from campus.people import Person
 from payments.ledger import Account, AccountKind, AccountRef, open_account
@@ -141,7 +142,8 @@ class LockedCard(NamedTuple):
     wallet: AccountRef
 
 
-_LOCK_FOR_PAYMENT = (
+# Run on the driver (``campus.driver``): the first statement of every payment.
+_LOCK_FOR_PAYMENT = DriverStatement(
     select(
         Card.__table__.c.id,
         Card.__table__.c.status,
@@ -155,16 +157,13 @@ _LOCK_FOR_PAYMENT = (
         Card.__table__.c.wallet_account_id == Account.__table__.c.id,
     )
     .with_for_update(of=Card.__table__)
+    .where(Card.__table__.c.number == bindparam("number"))
 )
 
 
 def lock_card_for_payment(session: Session, number: str) -> LockedCard:
     """Like ``lock_card``, in one Core query: the payment path's first statement."""
-    row = (
-        session.connection()
-        .execute(_LOCK_FOR_PAYMENT.where(Card.__table__.c.number == number))
-        .first()
-    )
+    row = _LOCK_FOR_PAYMENT.first(session.connection(), {"number": number})
     if row is None:
         raise CardNotFound(lazy_gettext("No card numbered %(number)s.", number=number))
     card_id, status, wallet_id, wallet_code, allow_negative = row
@@ -172,7 +171,8 @@ def lock_card_for_payment(session: Session, number: str) -> LockedCard:
         card_id,
         number,
         CardStatus(status),
-        AccountRef(wallet_id, wallet_code, allow_negative),
+        # SQLite's driver gives a boolean as 0 or 1.
+        AccountRef(wallet_id, wallet_code, bool(allow_negative)),
     )
 
 

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Integer,
     String,
     bindparam,
     func,
@@ -53,6 +54,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from campus import clock
 from campus.database import Base, str_enum, utcnow
+from campus.driver import DriverStatement
 from campus.errors import Conflict, InsufficientFunds
 
 logger = logging.getLogger(__name__)
@@ -174,17 +176,45 @@ POSTINGS = Posting.__table__
 
 # The statements of posting, built once: every payment runs them, and building
 # and hashing a statement anew costs more than the database spends on it.
-_INSERT_ENTRY = insert(ENTRIES).returning(ENTRIES.c.id)
-_CREDIT = (
+# Run on the driver (``campus.driver``): every payment posts through these.
+_INSERT_ENTRY = DriverStatement(insert(ENTRIES).returning(ENTRIES.c.id))
+_CREDIT_STATEMENT = (
     update(ACCOUNTS)
     .where(ACCOUNTS.c.id == bindparam("account"))
     .values(balance_fen=ACCOUNTS.c.balance_fen + bindparam("delta", type_=BigInteger))
     .returning(ACCOUNTS.c.balance_fen)
 )
+_CREDIT = DriverStatement(_CREDIT_STATEMENT)
 # Conditional: under concurrency the row lock makes the second debit re-read the
 # balance the first one left, and match nothing if it is too small.
-_DEBIT = _CREDIT.where(ACCOUNTS.c.balance_fen >= bindparam("needed", type_=BigInteger))
-_INSERT_POSTINGS = insert(POSTINGS)
+_DEBIT = DriverStatement(
+    _CREDIT_STATEMENT.where(
+        ACCOUNTS.c.balance_fen >= bindparam("needed", type_=BigInteger)
+    )
+)
+_INSERTS_OF_POSTINGS: dict[int, DriverStatement] = {}
+
+
+def _insert_postings(count: int) -> DriverStatement:
+    """One INSERT of ``count`` postings (``entry_i``, ``account_i``,
+    ``amount_i``): a statement, not one per posting."""
+    statement = _INSERTS_OF_POSTINGS.get(count)
+    if statement is None:
+        statement = _INSERTS_OF_POSTINGS[count] = DriverStatement(
+            insert(POSTINGS).values(
+                [
+                    {
+                        "entry_id": bindparam(f"entry_{index}", type_=Integer),
+                        "account_id": bindparam(f"account_{index}", type_=Integer),
+                        "amount_fen": bindparam(f"amount_{index}", type_=BigInteger),
+                    }
+                    for index in range(count)
+                ]
+            )
+        )
+    return statement
+
+
 _FIND_ENTRY = select(ENTRIES.c.id).where(
     ENTRIES.c.idempotency_ref == bindparam("reference")
 )
@@ -360,18 +390,17 @@ def _write_entry(
 ) -> int:
     # The unique reference is taken first: a second poster of the same event
     # waits here, holding no account lock, until the first commits.
-    entry_id: int = connection.execute(_INSERT_ENTRY, entry).scalar_one()
+    entry_id: int = _INSERT_ENTRY.scalar(connection, entry)
     # Accounts in id order, so that two entries touching the same accounts lock
     # them in the same order and cannot deadlock.
     for account_id in sorted(deltas):
         _apply(connection, accounts[account_id], deltas[account_id])
-    connection.execute(
-        _INSERT_POSTINGS,
-        [
-            {"entry_id": entry_id, "account_id": account.id, "amount_fen": amount}
-            for account, amount in postings
-        ],
-    )
+    values: dict[str, int] = {}
+    for index, (account, amount) in enumerate(postings):
+        values[f"entry_{index}"] = entry_id
+        values[f"account_{index}"] = account.id
+        values[f"amount_{index}"] = amount
+    _insert_postings(len(postings)).execute(connection, values)
     return entry_id
 
 
@@ -431,13 +460,11 @@ def _replayed(
 
 def _apply(connection: Connection, account: AccountLike, delta: int) -> None:
     if delta < 0 and not account.allow_negative:
-        balance = connection.execute(
-            _DEBIT, {"account": account.id, "delta": delta, "needed": -delta}
-        ).scalar_one_or_none()
+        balance = _DEBIT.scalar(
+            connection, {"account": account.id, "delta": delta, "needed": -delta}
+        )
     else:
-        balance = connection.execute(
-            _CREDIT, {"account": account.id, "delta": delta}
-        ).scalar_one_or_none()
+        balance = _CREDIT.scalar(connection, {"account": account.id, "delta": delta})
     if balance is None:
         logger.info(
             "insufficient_funds",

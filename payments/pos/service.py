@@ -51,6 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campus.database import db, utcnow
+from campus.driver import DriverStatement
 from campus.errors import CampusError, Conflict, InvalidAmount, InvalidInput, NotFound
 from campus.logs import mask_code
 from payments import ledger
@@ -371,8 +372,9 @@ _PAYMENT_COLUMNS = tuple(column.key for column in _PAYMENTS.columns)
 # Core, not the unit of work: the payment is written once and answered from the
 # object, never loaded back; building the statement once saves a tenth of the
 # payment's CPU. A tapped card's id comes from its number inside the INSERT.
-_INSERT_PAYMENT = insert(_PAYMENTS).returning(_PAYMENTS.c.id)
-_INSERT_TAPPED_PAYMENT = (
+# Run on the driver (``campus.driver``).
+_INSERT_PAYMENT = DriverStatement(insert(_PAYMENTS).returning(_PAYMENTS.c.id))
+_INSERT_TAPPED_PAYMENT = DriverStatement(
     insert(_PAYMENTS)
     .values(
         card_id=select(_CARDS.c.id)
@@ -394,7 +396,7 @@ def _insert_payment(
     if tapped_card is not None:
         statement = _INSERT_TAPPED_PAYMENT
         values["tapped_card"] = tapped_card
-    payment.id = session.connection().execute(statement, values).scalar_one()
+    payment.id = statement.scalar(session.connection(), values)
 
 
 def _debit_wallet(

@@ -53,6 +53,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campus.database import UTCDateTime, db
+from campus.driver import DriverStatement
 from campus.errors import AuthenticationRequired, Forbidden
 from payments.ledger import Account, AccountRef
 from payments.merchants import Merchant, Terminal
@@ -102,17 +103,13 @@ class PendingNonce:
             return
         log = {"terminal": self.key_id[:32], "path": self.path}
         try:
-            inserted = (
-                session.connection()
-                .execute(
-                    _REMEMBER,
-                    {
-                        "terminal_id": self.terminal_id,
-                        "nonce": self.nonce,
-                        "expires_at": self.expires_at,
-                    },
-                )
-                .first()
+            inserted = _REMEMBER.first(
+                session.connection(),
+                {
+                    "terminal_id": self.terminal_id,
+                    "nonce": self.nonce,
+                    "expires_at": self.expires_at,
+                },
             )
         except IntegrityError:
             logger.warning("terminal_nonce_reused", extra=log)
@@ -232,7 +229,7 @@ _NONCES = TerminalNonce.__table__
 # One Core query for what verifying and paying need: no ORM objects are loaded on
 # a path every terminal request takes. Enabled flags are not read here: see
 # ``_REMEMBER``.
-_SIGNER = (
+_SIGNER = DriverStatement(
     select(
         _TERMINALS.c.id,
         _TERMINALS.c.secret,
@@ -251,8 +248,9 @@ _SIGNER = (
 )
 # The nonce is inserted only while the terminal and its merchant are enabled: one
 # statement both refuses a disabled terminal (no row) and a reused nonce (the
-# primary key), read in the transaction that pays, never from a cache.
-_REMEMBER = (
+# primary key), read in the transaction that pays, never from a cache. Run on the
+# driver (``campus.driver``): every payment remembers its nonce.
+_REMEMBER = DriverStatement(
     insert(_NONCES)
     .from_select(
         ["terminal_id", "nonce", "expires_at"],
@@ -294,7 +292,7 @@ def _signer(key_id: str, *, fresh: bool = False) -> _Signer | None:
     if signer is not None and not fresh and now - signer.read_at < SIGNER_CACHE_SECONDS:
         return signer
     session = db.session()
-    row = session.connection().execute(_SIGNER, {"key_id": key_id}).first()
+    row = _SIGNER.first(session.connection(), {"key_id": key_id})
     # Commit, not roll back, the read: on PostgreSQL a rollback makes psycopg
     # drop every statement it prepared on the connection (DEALLOCATE ALL), one
     # round trip more and every later statement parsed and planned afresh.
@@ -302,7 +300,9 @@ def _signer(key_id: str, *, fresh: bool = False) -> _Signer | None:
     if row is None:
         kept.pop(key_id, None)
         return None
-    signer = _Signer(row[0], row[1], row[2], row[3], AccountRef(*row[4:]), now)
+    # SQLite's driver gives a boolean as 0 or 1.
+    payable = AccountRef(row[4], row[5], bool(row[6]))
+    signer = _Signer(row[0], row[1], row[2], row[3], payable, now)
     kept[key_id] = signer
     return signer
 
