@@ -15,11 +15,18 @@ transaction of the SQLAlchemy ``Connection`` it is given:
   given (``MissingValue``);
 * rows returned as the driver gives them, with no result processing: only for
   columns the driver already returns as they should be (integers, text, booleans);
-* the driver's errors raised as SQLAlchemy's (``IntegrityError`` and the rest), a
-  lost connection invalidated, so that callers and the pool see what they would.
+* the driver's errors handled by SQLAlchemy as for its own statements
+  (``IntegrityError`` and the rest; a lost connection and the pool's older ones
+  invalidated), so that callers and the pool see what they would;
+* a statement for which SQLAlchemy would add values of its own at execution
+  (defaults of a multi-row INSERT, ``onupdate``) refused, as is one that renders
+  at execution (expanding ``IN``).
 
 SQLAlchemy's events for cursor execution do not fire for these statements, and
-its echo does not log them.
+its echo does not log them. Errors go through ``Connection._handle_dbapi_exception``,
+SQLAlchemy's own but private: pyproject keeps SQLAlchemy below 2.2, and a newer one
+must be checked against it (``tests/campus/test_driver.py`` loses a connection on
+purpose).
 """
 
 from __future__ import annotations
@@ -28,10 +35,9 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, Update
 
 
 class MissingValue(ValueError):
@@ -107,7 +113,6 @@ class DriverStatement:
         *,
         many: bool = False,
     ) -> Any:
-        dialect = connection.dialect
         dbapi_connection = connection.connection.dbapi_connection
         assert dbapi_connection is not None
         cursor = dbapi_connection.cursor()
@@ -118,18 +123,13 @@ class DriverStatement:
             cursor.execute(compiled.sql, values)
             assert fetch is not None
             return fetch(cursor)
-        except dialect.loaded_dbapi.Error as error:
-            lost = dialect.is_disconnect(error, dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(error)
-            raise exc.DBAPIError.instance(
-                compiled.sql,
-                values,
-                error,
-                dialect.loaded_dbapi.Error,
-                connection_invalidated=lost,
-                dialect=dialect,
-            ) from error
+        except BaseException as error:
+            # SQLAlchemy's own handling, as for a statement it ran: the error
+            # wrapped (IntegrityError and the rest), a lost connection and the
+            # pool's older ones invalidated, the handle_error event.
+            connection._handle_dbapi_exception(
+                error, compiled.sql, values, cursor, None
+            )
         finally:
             cursor.close()
 
@@ -156,6 +156,7 @@ def _compile(
 ) -> _Compiled:
     defaults: dict[str, Any] = {}
     columns: list[str] | None = None
+    _no_hidden_defaults(statement)
     if keys is not None:
         assert isinstance(statement, Insert)
         # Columns the statement sets itself (``.values(…)``) need nothing.
@@ -189,6 +190,23 @@ def _compile(
         defaults,
         tuple(escaped.get(name, name) for name, _ in binds),
     )
+
+
+def _no_hidden_defaults(statement: Executable) -> None:
+    """Refuse a statement for which SQLAlchemy would add values of its own when it
+    runs it: the defaults of the columns a multi-row INSERT leaves out, and an
+    UPDATE's ``onupdate`` columns. Here they would go in as NULL."""
+    if isinstance(statement, Insert) and statement._multi_values:
+        given = {getattr(key, "key", key) for key in statement._multi_values[0][0]}
+        for column in statement.table.columns:
+            if column.default is not None and column.key not in given:
+                if not column.primary_key:
+                    raise MissingValue(f"{statement.table.name}.{column.key}")
+    if isinstance(statement, Update):
+        given = {getattr(key, "key", key) for key in statement._values or {}}
+        for column in statement.table.columns:
+            if column.onupdate is not None and column.key not in given:
+                raise MissingValue(f"{statement.table.name}.{column.key} (onupdate)")
 
 
 def _values(compiled: _Compiled, parameters: Mapping[str, Any]) -> Any:

@@ -517,7 +517,8 @@ class DayMatch:
         taken_at = pc.filter(at, takeable)
         merchants = pc.take(day["merchant"], taken_at)
         if merchants.null_count < len(merchants):
-            for_merchant = pc.is_valid(merchants)
+            # As ``take_paid``: an order with a merchant (not null, not empty).
+            for_merchant = pc.fill_null(pc.not_equal(merchants, ""), False)
             numbers = pc.filter(rows["out_trade_no"], takeable)
             self.merchant_fees.extend(
                 zip(

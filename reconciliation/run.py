@@ -251,6 +251,12 @@ def reconcile_day(
     except ReconciliationError as error:
         _fail(run.id, str(error))
         raise
+    except Exception as error:
+        # Not the bill's fault nor the channel's (a full disk keeping the file,
+        # a lost database): the run says so at once rather than holding the day
+        # until its lease runs out.
+        _fail(run.id, f"{type(error).__name__}: {error}")
+        raise
     _record_all(channel, day, matched, start, hold_days, report, batch)
     # Releasing holds, booking fees, counting and finishing commit together: a run
     # killed before this point leaves them all to the next one, which then counts

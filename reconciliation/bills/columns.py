@@ -31,6 +31,7 @@ import pyarrow.csv as pcsv
 from reconciliation.bills.wechat import (
     _ENTRY_COLUMNS,
     _NOT_WHOLE,
+    _REQUIRED,
     _SUMMARY_NAME,
     BillFormatError,
     WechatBillSummary,
@@ -100,6 +101,11 @@ def read_trade_columns(content: bytes) -> TradeColumns | None:
     if body is None or summary_at < body:
         return None
     summary_at += 1
+    # Summary words among the rows (a summary line with a space or a back-quote
+    # before them, or in a column Arrow does not keep) are the line reader's to
+    # judge: it may take that line for the summary.
+    if content.find(_SUMMARY_NAME, body, summary_at) >= 0:
+        return None
     columns = _Columns()
     try:
         for batch in _batches(memoryview(content)[body:summary_at], headers):
@@ -244,7 +250,9 @@ class _Columns:
                 if name == _TIME:
                     self.times = {text[1:]: _time_of(text) for text in distinct}
                 else:
-                    all(map(_text_of, distinct))
+                    required = name in _REQUIRED
+                    for text in distinct:
+                        _text_of(text, required=required)
             columns[field] = pc.utf8_slice_codeunits(cells, 1)
         return pa.table(columns)
 
@@ -283,8 +291,9 @@ def _amount_of(text: str) -> int:
     return fen
 
 
-def _text_of(text: str) -> str:
+def _text_of(text: str, *, required: bool) -> str:
+    # A required text left empty is the line reader's to judge, as an amount.
     value = text[1:]
-    if not text.startswith("`") or value.strip() != value:
+    if not text.startswith("`") or value.strip() != value or required and not value:
         raise _NotInLayout
     return value

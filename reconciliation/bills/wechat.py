@@ -640,7 +640,7 @@ def _summary(headers: Sequence[str], line: int, raw: str) -> WechatBillSummary:
                 continue
             raise BillFormatError(f"summary without {name}", line)
         if field == "count":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise BillFormatError(f"总交易单数 is not a count: {value!r}", line)
             fields[field] = int(value)
         else:

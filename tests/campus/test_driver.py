@@ -124,3 +124,41 @@ def test_a_statement_that_renders_at_execution_is_refused(session) -> None:
 
     with pytest.raises(ValueError, match="renders at execution"):
         expanding.first(session.connection(), {"references": ["a", "b"]})
+
+
+def test_values_sqlalchemy_would_add_itself_are_refused(session) -> None:
+    from sqlalchemy import Column, Integer, MetaData, Table, update
+
+    table = Table(
+        "made_up",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("count", Integer, default=7),
+        Column("touched", Integer, onupdate=1),
+    )
+    several = DriverStatement(insert(table).values([{"id": 1}, {"id": 2}]))
+    touching = DriverStatement(update(table).values(count=2))
+
+    with pytest.raises(MissingValue, match="made_up.count"):
+        several.execute(session.connection())
+    with pytest.raises(MissingValue, match="made_up.touched"):
+        touching.execute(session.connection())
+
+
+@pytest.mark.postgres
+def test_a_lost_connection_is_invalidated_as_sqlalchemy_would(session, engine) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    backend = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with engine.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        other.commit()
+
+    with pytest.raises(OperationalError) as lost:
+        _ADD_ENTRY.scalar(session.connection(), _entry("driver:lost"))
+    session.rollback()
+
+    assert lost.value.connection_invalidated
+    # The next statement gets a connection that works.
+    assert _ENTRY.first(session.connection(), {"reference": "driver:lost"}) is None

@@ -116,6 +116,20 @@ def _header(name: str, written: str):  # type: ignore[no-untyped-def]
     return change
 
 
+def _moved(column: int, then):  # type: ignore[no-untyped-def]
+    """Every line's ``column`` moved to the end (the summary's lines kept), then
+    ``then``."""
+
+    def change(lines: list[str]) -> None:
+        for index in range(len(lines) - 2):
+            cells = lines[index].split(",")
+            cells.append(cells.pop(column))
+            lines[index] = ",".join(cells)
+        then(lines)
+
+    return change
+
+
 def _cell(row: int, column: int, value: str):  # type: ignore[no-untyped-def]
     def change(lines: list[str]) -> None:
         cells = lines[row].split(",")
@@ -153,6 +167,18 @@ def _cell(row: int, column: int, value: str):  # type: ignore[no-untyped-def]
         lambda lines: lines.__delitem__(slice(-2, None)),
         lambda lines: lines.append(PAID),
         lambda lines: lines.__setitem__(-1, lines[-1] + "\r\n"),
+        # Text cells after an empty one of the same column (the payment line's
+        # empty refund fields come first): each is looked at all the same.
+        _cell(2, 19, "`SUCCESS "),
+        _cell(2, 19, "SUCCESS"),
+        _cell(2, 15, "R1"),
+        _cell(2, 14, "`50000001\u3000"),
+        # A required text left empty at the end of its row is a row cut short.
+        _moved(9, _cell(1, 26, "`")),
+        # Summary words where Arrow keeps no column: a summary line to the line
+        # reader, a row to Arrow.
+        _moved(0, _cell(2, 0, "`总交易单数")),
+        _moved(0, _cell(2, 0, "总交易单数")),
         _header("微信退款单号", "退款单号"),
         _header("应结订单金额", "应结订单金额(元)"),
         lambda lines: lines.__setitem__(-2, "`" + lines[-2]),
@@ -160,6 +186,45 @@ def _cell(row: int, column: int, value: str):  # type: ignore[no-untyped-def]
 )
 def test_a_bill_not_in_wechat_pays_layout_is_left_to_the_line_reader(change) -> None:  # type: ignore[no-untyped-def]
     content = _spoiled(change)
+
+    read = _by_column(content)
+
+    assert read is None or read == _line_reader(content)
+
+
+_SPOILS = [
+    lambda cell: " " + cell,
+    lambda cell: cell + " ",
+    lambda cell: cell + "\t",
+    lambda cell: cell + "\u3000",
+    lambda cell: cell.removeprefix("`"),
+    lambda cell: "`",
+    lambda cell: "",
+    lambda cell: cell[:-1],
+    lambda cell: cell + "0",
+    lambda cell: "`总交易单数",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    spoils=st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 26),
+            st.integers(0, len(_SPOILS) - 1),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_whatever_is_spoiled_the_columns_read_as_the_lines_or_not_at_all(spoils):  # type: ignore[no-untyped-def]
+    lines = [HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, SUMMARY]
+    for row, column, spoil in spoils:
+        cells = lines[row].split(",")
+        cells[column] = _SPOILS[spoil](cells[column])
+        lines[row] = ",".join(cells)
+    content = bill(*lines)
 
     read = _by_column(content)
 
@@ -253,7 +318,7 @@ _orders = st.dictionaries(
         st.sampled_from(["top_up", "pos_payment"]),
         st.sampled_from([1250, 1300, 300]),
         st.sampled_from([*_TRANSACTIONS, None, ""]),
-        st.sampled_from([None, "C1W01"]),
+        st.sampled_from([None, "C1W01", ""]),
     ),
 )
 _before = st.dictionaries(

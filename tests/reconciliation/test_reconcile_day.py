@@ -18,7 +18,12 @@ from payments import ledger
 from payments.channels import channel_for
 from payments.topups import TopUpState, find_top_up
 from reconciliation import run as run_module
-from reconciliation.models import Discrepancy, DiscrepancyStatus, RunState
+from reconciliation.models import (
+    Discrepancy,
+    DiscrepancyStatus,
+    ReconciliationRun,
+    RunState,
+)
 from reconciliation.run import (
     BillRejected,
     Phase,
@@ -354,6 +359,31 @@ def test_a_bill_given_to_the_run_is_checked_like_a_downloaded_one(
     assert _discrepancies(session, trading_day) == {
         number: ("channel_only", "repaired")
     }
+
+
+def test_a_run_that_fails_for_another_reason_says_so_at_once(
+    live_app, shopper, session, trading_day, monkeypatch
+):
+    _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, trading_day)
+
+    def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_module, "_check_and_keep", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _reconcile(live_app, trading_day)
+    session.rollback()
+    failed = session.scalars(
+        select(ReconciliationRun).where(ReconciliationRun.day == trading_day)
+    ).one()
+
+    # Not left running until its lease runs out: failed, with why.
+    assert failed.state is RunState.FAILED and failed.locked_until is None
+    assert "OSError" in (failed.error or "") and "No space left" in failed.error
+    monkeypatch.undo()
+    assert _reconcile(live_app, trading_day).state is RunState.FINISHED
 
 
 def test_reconciliation_settings_are_read_from_the_environment():

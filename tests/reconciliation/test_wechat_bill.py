@@ -116,6 +116,17 @@ def test_rows_that_do_not_add_up_to_the_summary_are_refused() -> None:
         parse_trade_bill(bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, wrong))
 
 
+def test_a_summary_count_in_other_digits_is_refused_as_not_a_count() -> None:
+    # "3²" and "３" pass str.isdigit; int() refuses the first, takes the second.
+    for count in ("`3\u00b2", "`\uff13"):
+        summary = SUMMARY.replace("`3,", count + ",", 1)
+        content = bill(HEADER, PAID, REFUND, REVOKED, SUMMARY_HEADER, summary)
+        with pytest.raises(BillFormatError, match="not a count"):
+            parse_trade_bill(content)
+        with pytest.raises(BillFormatError, match="not a count"):
+            list(read_trade_bill(content))
+
+
 def test_something_that_is_not_a_trade_bill_is_refused() -> None:
     with pytest.raises(BillFormatError, match="not a WeChat Pay trade bill"):
         parse_trade_bill(b"a,b,c\r\n1,2,3\r\n")
