@@ -146,19 +146,35 @@ def test_values_sqlalchemy_would_add_itself_are_refused(session) -> None:
 
 
 @pytest.mark.postgres
-def test_a_lost_connection_is_invalidated_as_sqlalchemy_would(session, engine) -> None:
+def test_a_lost_connection_is_invalidated_as_sqlalchemy_would(database_url) -> None:
+    import gc
+
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    backend = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
-    with engine.connect() as other:
-        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
-        other.commit()
+    from campus.database import make_engine
 
-    with pytest.raises(OperationalError) as lost:
-        _ADD_ENTRY.scalar(session.connection(), _entry("driver:lost"))
-    session.rollback()
+    # Engines of their own: the connection lost is none of the suite's.
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    killer = make_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            with killer.connect() as other:
+                other.execute(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}
+                )
 
-    assert lost.value.connection_invalidated
-    # The next statement gets a connection that works.
-    assert _ENTRY.first(session.connection(), {"reference": "driver:lost"}) is None
+            with pytest.raises(OperationalError) as lost:
+                _ENTRY.first(connection, {"reference": "driver:lost"})
+            invalidated = lost.value.connection_invalidated
+            del lost
+        with engine.connect() as again:
+            # The pool hands out a connection that works.
+            assert _ENTRY.first(again, {"reference": "driver:lost"}) is None
+    finally:
+        engine.dispose()
+        killer.dispose()
+        gc.collect()
+
+    assert invalidated
