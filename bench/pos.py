@@ -70,6 +70,7 @@ import os
 import random
 import resource
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -669,6 +670,7 @@ def main() -> None:
         for server in servers:
             stop_server(server)
         drop_database(url)
+        shutil.rmtree(instance, ignore_errors=True)
 
     print(
         f"raw psycopg:      {raw['per_second']:8.1f} payments/s  "

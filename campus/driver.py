@@ -32,7 +32,7 @@ purpose).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
@@ -86,15 +86,6 @@ class DriverStatement:
     ) -> None:
         self._run(connection, parameters or {}, lambda cursor: None)
 
-    def execute_many(
-        self, connection: Connection, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """One statement for each of ``rows`` (all with the same keys), as the
-        driver batches them."""
-        compiled = self._compiled_for(connection.dialect, rows[0])
-        values = [_values(compiled, row) for row in rows]
-        self._call(connection, compiled, values, many=True)
-
     def _run(
         self,
         connection: Connection,
@@ -109,19 +100,13 @@ class DriverStatement:
         connection: Connection,
         compiled: _Compiled,
         values: Any,
-        fetch: Callable[[Any], Any] | None = None,
-        *,
-        many: bool = False,
+        fetch: Callable[[Any], Any],
     ) -> Any:
         dbapi_connection = connection.connection.dbapi_connection
         assert dbapi_connection is not None
         cursor = dbapi_connection.cursor()
         try:
-            if many:
-                cursor.executemany(compiled.sql, values)
-                return None
             cursor.execute(compiled.sql, values)
-            assert fetch is not None
             return fetch(cursor)
         except BaseException as error:
             # SQLAlchemy's own handling, as for a statement it ran: the error

@@ -27,7 +27,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from flask import current_app
@@ -203,8 +203,9 @@ def reconcile_day(
         # The checksum and the kept copy of the file (a quarter of a GiB on a busy
         # day) are hashlib's and the disk's work, and reading a big bill into
         # columns is Arrow's, all done without the interpreter lock: threads do
-        # them while our orders are read, and no line of the bill is used before
-        # it has been checked and kept.
+        # them while our orders are read. No line of the bill is used before it
+        # has been checked against its checksum, and nothing is recorded before
+        # it has been kept.
         with ThreadPoolExecutor(2, thread_name_prefix="bill") as pool:
             report(Phase.DOWNLOAD, 0, 1)
             given = bill is not None
@@ -219,10 +220,13 @@ def reconcile_day(
             # The bill is read and matched in one pass, in memory; nothing is
             # written until its last line and its summary have been checked.
             kept: Future[Path] | None = None
+            checked: Future[None] = Future()
             columns: Future[TradeColumns | None] | None = None
             if bill is not None:
                 instance = Path(current_app.instance_path)
-                kept = pool.submit(_check_and_keep, bill, instance, check=given)
+                kept = pool.submit(
+                    _check_and_keep, bill, instance, check=given, checked=checked
+                )
                 if channel == "wechat" and len(bill.content) >= READ_BY_COLUMN_BYTES:
                     columns = pool.submit(read_trade_columns, bill.content)
             else:
@@ -231,8 +235,11 @@ def reconcile_day(
             def lines(matcher: DayMatch) -> Iterable[BillLine | int]:
                 if bill is None or kept is None:
                     return ()
-                read = _once_kept(
-                    kept, _lines(bill, channel, day, matcher, columns), report
+                read = _once_checked(
+                    checked,
+                    kept,
+                    _lines(bill, channel, day, matcher, columns),
+                    report,
                 )
                 if progress is not None:
                     read = _reporting(read, _line_estimate(bill), progress)
@@ -371,24 +378,40 @@ def _download(channel: str, day: dt.date, *, ready: bool) -> Bill | None:
     return bill
 
 
-def _check_and_keep(bill: Bill, instance: Path, *, check: bool) -> Path:
-    """Keep the bill, first checking it against its sha256 when ``check``."""
-    if check and hashlib.sha256(bill.content).hexdigest() != bill.sha256:
-        # The checksum is what the run records and the kept file is named by.
-        raise BillRejected(
-            "the bill given does not match its sha256",
-            channel=bill.channel,
-            day=bill.day,
-        )
+def _check_and_keep(
+    bill: Bill, instance: Path, *, check: bool, checked: Future[None]
+) -> Path:
+    """Keep the bill, first checking it against its sha256 when ``check``; the
+    check's outcome goes to ``checked`` as soon as it is known, before the file
+    is written."""
+    try:
+        if check and hashlib.sha256(bill.content).hexdigest() != bill.sha256:
+            # The checksum is what the run records and the kept file is named by.
+            raise BillRejected(
+                "the bill given does not match its sha256",
+                channel=bill.channel,
+                day=bill.day,
+            )
+    except BaseException as error:
+        checked.set_exception(error)
+        raise
+    checked.set_result(None)
     return _keep(bill, instance)
 
 
-def _once_kept(
-    kept: Future[Path], lines: Iterable[BillLine | int], report: Progress
+def _once_checked(
+    checked: Future[None],
+    kept: Future[Path],
+    lines: Iterable[BillLine | int],
+    report: Progress,
 ) -> Iterator[BillLine | int]:
-    """``lines``, not one before the bill has been checked and kept (``kept``
-    raises ``BillRejected`` for a bill not matching its sha256)."""
-    kept.result()
+    """``lines``, not one before the bill has been checked against its sha256
+    (``BillRejected`` otherwise). Writing the kept copy goes on meanwhile; the
+    run waits for it before it records anything."""
+    wait([checked, kept], return_when=FIRST_COMPLETED)
+    if kept.done() and not checked.done():
+        kept.result()  # failed before it could check: its error
+    checked.result()
     report(Phase.DOWNLOAD, 1, 1)
     yield from lines
 

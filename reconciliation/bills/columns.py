@@ -74,10 +74,6 @@ class TradeColumns:
     rows: pa.Table
     first_line: int
     times: dict[str, dt.datetime]
-    summary: WechatBillSummary
-
-    def __len__(self) -> int:
-        return self.rows.num_rows
 
 
 def read_trade_columns(content: bytes) -> TradeColumns | None:
@@ -128,7 +124,7 @@ def read_trade_columns(content: bytes) -> TradeColumns | None:
         totals["fee_fen"],
         summary,
     )
-    return TradeColumns(rows, 2, times, summary)
+    return TradeColumns(rows, 2, times)
 
 
 class _NotInLayout(Exception):

@@ -99,22 +99,6 @@ def test_plain_defaults_are_filled_in_and_computed_ones_must_be_given(
     )
 
 
-def test_many_rows_go_in_one_call(session) -> None:
-    add_plain = DriverStatement(insert(ENTRIES))
-
-    add_plain.execute_many(
-        session.connection(), [_entry(f"driver:many:{n}") for n in range(3)]
-    )
-    session.commit()
-
-    found = session.scalars(
-        select(JournalEntry.idempotency_ref).where(
-            JournalEntry.idempotency_ref.like("driver:many:%")
-        )
-    ).all()
-    assert sorted(found) == ["driver:many:0", "driver:many:1", "driver:many:2"]
-
-
 def test_a_statement_that_renders_at_execution_is_refused(session) -> None:
     expanding = DriverStatement(
         select(ENTRIES.c.id).where(

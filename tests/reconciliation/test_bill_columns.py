@@ -380,6 +380,19 @@ def _matched(match: DayMatch, lines) -> tuple:  # type: ignore[no-untyped-def]
     return _finished(match)
 
 
+def _both_ways(content: bytes, orders, before=None, refunds=None):  # type: ignore[no-untyped-def]
+    """The day matched line by line and by column: (each's end, the counts of
+    lines taken by column)."""
+    columns = read_trade_columns(content)
+    assert columns is not None
+    by_line = _day(orders, before or {}, refunds or {})
+    line_by_line = _matched(by_line, wechat_bill_lines(content, by_line.take_paid))
+    by_column = _day(orders, before or {}, refunds or {})
+    lines = list(by_column.take_columns(columns))
+    taken = [line for line in lines if type(line) is int]
+    return line_by_line, _matched(by_column, lines), taken
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     rows=st.lists(_rows, min_size=1, max_size=14),
@@ -391,15 +404,11 @@ def _matched(match: DayMatch, lines) -> tuple:  # type: ignore[no-untyped-def]
 def test_a_day_matched_by_column_ends_as_one_matched_line_by_line(
     rows, orders, before, refunds, end
 ) -> None:  # type: ignore[no-untyped-def]
-    content = _bill_of(rows, end)
-    columns = read_trade_columns(content)
-    assert columns is not None
+    line_by_line, by_column, _ = _both_ways(
+        _bill_of(rows, end), orders, before, refunds
+    )
 
-    by_line = _day(orders, before, refunds)
-    line_by_line = _matched(by_line, wechat_bill_lines(content, by_line.take_paid))
-    by_column = _day(orders, before, refunds)
-
-    assert _matched(by_column, by_column.take_columns(columns)) == line_by_line
+    assert by_column == line_by_line
 
 
 def test_an_order_with_two_payment_lines_is_matched_line_by_line() -> None:
@@ -410,14 +419,7 @@ def test_an_order_with_two_payment_lines_is_matched_line_by_line() -> None:
             dataclasses.replace(row, number="T2", amount_fen=1250)]  # fmt: skip
     orders = {"T1": ("pos_payment", 1250, _TRANSACTIONS[0], "C1W01"),
               "T2": ("pos_payment", 1250, _TRANSACTIONS[0], "C1W01")}  # fmt: skip
-    content = _bill_of(rows, "\r\n")
-    columns = read_trade_columns(content)
-    assert columns is not None
-
-    by_line = _day(orders, {}, {})
-    expected = _matched(by_line, wechat_bill_lines(content, by_line.take_paid))
-    by_column = _day(orders, {}, {})
-    ended = _matched(by_column, by_column.take_columns(columns))
+    expected, ended, _ = _both_ways(_bill_of(rows, "\r\n"), orders)
 
     assert ended == expected
     findings, lines, matched, _, merchant_fees = ended
@@ -444,16 +446,7 @@ def test_a_busy_day_is_taken_by_column_with_its_odd_lines_left_to_add() -> None:
     rows[18] = dataclasses.replace(rows[18], transaction="4299")  # P020: another trade
     rows.append(_Row("P100", "SUCCESS", 500, "4201", 3, "R1", "", False))
     rows.append(_Row("P011", "REFUND", 300, f"42{11:08d}", 2, "R9", "SUCCESS", False))
-    content = _bill_of(rows, "\r\n")
-    columns = read_trade_columns(content)
-    assert columns is not None
-
-    by_line = _day(orders, {}, {})
-    expected = _matched(by_line, wechat_bill_lines(content, by_line.take_paid))
-    by_column = _day(orders, {}, {})
-    lines = list(by_column.take_columns(columns))
-    taken = [line for line in lines if type(line) is int]
-    ended = _matched(by_column, lines)
+    expected, ended, taken = _both_ways(_bill_of(rows, "\r\n"), orders)
 
     assert ended == expected
     assert taken == [56]  # 58 lines of the day's orders, less P010 and P020

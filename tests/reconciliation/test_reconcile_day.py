@@ -328,7 +328,7 @@ def test_a_run_killed_half_way_is_finished_by_the_next_one(
 
 
 def test_a_bill_given_to_the_run_is_checked_like_a_downloaded_one(
-    live_app, shopper, session, trading_day
+    live_app, shopper, session, trading_day, reading
 ):
     live_app.sandbox.faults.set("wechat", "notification", "drop")
     number = _pay(live_app, shopper)
