@@ -17,6 +17,7 @@ Errors::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -24,7 +25,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -54,6 +54,7 @@ from payments.channels.wechat.channel import DamagedBill
 from payments.orders import OrderRecord, RefundRecord, SettleOutcome
 from reconciliation.bills.alipay import MalformedBill, parse_alipay_bill
 from reconciliation.bills.columns import TradeColumns, read_trade_columns
+from reconciliation.bills.kept import keep_bill
 from reconciliation.bills.wechat import BillFormatError
 from reconciliation.lines import (
     BillLine,
@@ -187,6 +188,35 @@ def reconcile_day(
     committed batch of ``batch`` findings. ``bill`` is the day's bill when the
     caller already has it (downloaded earlier, or kept from another run); without
     it the run downloads it through the channel adapter."""
+    with _collector_paused():
+        return _reconcile_day(channel, day, hold_days, progress, batch, now, bill)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A run keeps a million tuples alive (the day's orders) and makes as many
+    short-lived ones; none forms a cycle, yet the collector would scan the live
+    ones again and again as they pile up, and the whole application's objects
+    with them (seconds of a night's run). Reference counting frees everything
+    here; the collector is on again for whatever runs after, whatever happens."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _reconcile_day(
+    channel: str,
+    day: dt.date,
+    hold_days: int | None,
+    progress: Progress | None,
+    batch: int,
+    now: dt.datetime | None,
+    bill: Bill | None,
+) -> RunReport:
     settings = current_app.extensions["campus.settings"]
     if hold_days is None:
         hold_days = settings.reconcile_hold_days
@@ -396,7 +426,7 @@ def _check_and_keep(
         checked.set_exception(error)
         raise
     checked.set_result(None)
-    return _keep(bill, instance)
+    return keep_bill(bill, instance)
 
 
 def _once_checked(
@@ -414,20 +444,6 @@ def _once_checked(
     checked.result()
     report(Phase.DOWNLOAD, 1, 1)
     yield from lines
-
-
-def _keep(bill: Bill, instance: Path) -> Path:
-    """Store the file as downloaded, once, read-only: what finance may need to show
-    an auditor years later."""
-    folder = instance / "bills" / bill.channel
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{bill.day.isoformat()}-{bill.sha256[:16]}-{bill.filename}"
-    if not path.exists():
-        temporary = path.with_suffix(path.suffix + ".part")
-        temporary.write_bytes(bill.content)
-        os.chmod(temporary, 0o444)
-        temporary.replace(path)
-    return path
 
 
 def _lines(
@@ -556,13 +572,6 @@ def _match(
     one of the day's own orders as they are read (``matcher.take_paid``), or all
     at once (``matcher.take_columns``)."""
     session = db.session()
-    # Loading and matching a day keeps a million tuples alive (the day's orders)
-    # and makes as many short-lived ones; none forms a cycle, yet the collector
-    # would scan the live ones again and again as they pile up (seconds of a
-    # night's run). Reference counting frees everything here; the collector is on
-    # again for whatever runs after, whatever happens.
-    collecting = gc.isenabled()
-    gc.disable()
     try:
         paid, day_columns, refunded = _ours(session, channel, start, end)
         # What an interrupted run of this day repaired is now paid (or refunded)
@@ -593,8 +602,6 @@ def _match(
         )
     finally:
         session.rollback()
-        if collecting:
-            gc.enable()
     return _Matched(
         matcher.lines,
         matcher.matched,

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import operator
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,6 +53,13 @@ try:
 except NotImplementedError:  # pragma: no cover - depends on the Arrow build
     pass
 
+PARTS = 2
+"""Threads reading a big bill's rows, each its own run of lines: the nightly run
+reads our orders meanwhile, and once they are in, the second core would
+otherwise wait for the one reading the bill."""
+PART_BYTES = 4 << 20
+"""No part smaller than this: a small bill is read by one thread."""
+
 _BOM = b"\xef\xbb\xbf"
 _TIME, _TRANSACTION, _ORDER_NO, _STATE, _SETTLED = _ENTRY_COLUMNS[:5]
 _REFUND_ID, _REFUND_NO, _REFUNDED, _REFUND_STATE, _FEE, _ORDER = _ENTRY_COLUMNS[5:]
@@ -68,12 +77,13 @@ class TradeColumns:
 
     ``rows`` has the line reader's ``TradeEntry`` fields but the first two: ids
     and texts as strings without their back-quote, amounts as int64 fen, and
-    ``traded_at`` as its text, which ``times`` turns into the time the line
-    reader gives."""
+    ``traded_at`` as it stands in the bill (back-quote and all), which ``times``
+    turns into the time the line reader gives."""
 
     rows: pa.Table
     first_line: int
     times: dict[str, dt.datetime]
+    """Each ``traded_at`` text as the time it stands for."""
 
 
 def read_trade_columns(content: bytes) -> TradeColumns | None:
@@ -102,10 +112,14 @@ def read_trade_columns(content: bytes) -> TradeColumns | None:
     # judge: it may take that line for the summary.
     if content.find(_SUMMARY_NAME, body, summary_at) >= 0:
         return None
-    columns = _Columns()
+    parts = _parts(content, body, summary_at)
     try:
-        for batch in _batches(memoryview(content)[body:summary_at], headers):
-            columns.add(batch)
+        with ThreadPoolExecutor(len(parts) - 1 or 1, "bill-part") as pool:
+            later = [pool.submit(_read, part, headers) for part in parts[1:]]
+            # The first part here; every part waited for, whatever happens.
+            columns = _read(parts[0], headers)
+            for part in later:
+                columns.extend(part.result())
     except (pa.ArrowInvalid, _NotInLayout):
         return None
     try:
@@ -171,16 +185,43 @@ def _summary(
     return scan.summary
 
 
+def _parts(content: bytes, start: int, end: int) -> list[memoryview]:
+    """The rows, from ``start`` to ``end``, in ``PARTS`` runs of whole lines for
+    as many threads to read (one run for a small bill, or where no line feed
+    follows a cut)."""
+    whole = memoryview(content)
+    if end - start < PARTS * PART_BYTES:
+        return [whole[start:end]]
+    cuts = [start]
+    for number in range(1, PARTS):
+        at = content.find(b"\n", start + (end - start) * number // PARTS, end) + 1
+        if at <= 0 or at >= end:
+            break
+        if at > cuts[-1]:  # a line longer than a part: no empty part
+            cuts.append(at)
+    cuts.append(end)
+    return [whole[first:last] for first, last in itertools.pairwise(cuts)]
+
+
+def _read(rows: memoryview, headers: list[str]) -> _Columns:
+    columns = _Columns()
+    for batch in _batches(rows, headers):
+        columns.add(batch)
+    return columns
+
+
 def _batches(body: memoryview, headers: list[str]) -> Iterator[pa.RecordBatch]:
     """The rows, a block of the file at a time, with the columns kept named by
     their headers. One block at a time rather than the whole at once: the raw
-    columns of a million rows would cost half a GiB on top of what is kept, and
-    one thread reads a block as fast as the CSV reader's two would share out."""
+    columns of a million rows would cost half a GiB on top of what is kept. In
+    the calling thread alone: the parts are what is read in parallel."""
     names = [str(index) for index in range(len(headers))]
     keep = {str(headers.index(name)): name for name in _ENTRY_COLUMNS}
     reader = pcsv.open_csv(
         pa.BufferReader(pa.py_buffer(body)),
-        read_options=pcsv.ReadOptions(column_names=names, block_size=2 << 20),
+        read_options=pcsv.ReadOptions(
+            column_names=names, block_size=2 << 20, use_threads=False
+        ),
         parse_options=pcsv.ParseOptions(
             quote_char=False,
             escape_char=False,
@@ -216,41 +257,56 @@ _FIELDS = (
 
 
 class _Columns:
-    """Blocks of raw cells, then the columns checked and converted as the line
-    reader would take them (or ``_NotInLayout``): each distinct time, amount and
-    text is looked at once, by the line reader's own functions. Each column's raw
-    cells are let go once it is converted."""
+    """The rows a block at a time, checked and converted as the line reader
+    would take them (or ``_NotInLayout``): each distinct time, amount and text
+    is looked at once, by the line reader's own functions. Ids and texts lose
+    their back-quote block by block, so that each block's raw cells are let go
+    before the next is read (and their memory serves it); times keep theirs, and
+    amounts are converted at the end, from their distinct values."""
 
     def __init__(self) -> None:
-        self._raw: dict[str, list[pa.Array]] = {name: [] for name, _ in _FIELDS}
+        self._chunks: dict[str, list[pa.Array]] = {name: [] for name, _ in _FIELDS}
+        self._distinct: dict[str, set[str]] = {name: set() for name in _CHECKED}
         self.times: dict[str, dt.datetime] = {}
-        """Each time's text, without its back-quote, as the time it stands for."""
+        """Each time's text, back-quote and all, as the time it stands for."""
         self.totals: dict[str, int] = {}
 
     def add(self, batch: pa.RecordBatch) -> None:
-        for name, chunks in self._raw.items():
-            chunks.append(batch[name])
-
-    def table(self) -> pa.Table:
-        columns = {}
-        for name, field in _FIELDS:
-            cells = pa.chunked_array(self._raw.pop(name), pa.string())
+        for name, chunks in self._chunks.items():
+            cells = batch[name]
             if name in _IDS:
                 if not pc.all(pc.match_substring_regex(cells, _ID)).as_py():
                     raise _NotInLayout
-            elif name in _AMOUNTS:
+            elif name in _CHECKED:
+                self._distinct[name].update(pc.unique(cells).to_pylist())
+            if name in _IDS or name in _TEXTS:
+                cells = pc.utf8_slice_codeunits(cells, 1)
+            chunks.append(cells)
+
+    def extend(self, later: _Columns) -> None:
+        """Follow these rows with ``later``'s."""
+        for name, chunks in self._chunks.items():
+            chunks.extend(later._chunks[name])
+        for name, distinct in self._distinct.items():
+            distinct.update(later._distinct[name])
+
+    def table(self) -> pa.Table:
+        self.times = {text: _time_of(text) for text in self._distinct.pop(_TIME)}
+        for name, distinct in self._distinct.items():
+            required = name in _REQUIRED
+            for text in distinct:
+                _text_of(text, required=required)
+        columns = {}
+        for name, field in _FIELDS:
+            cells = pa.chunked_array(self._chunks.pop(name), pa.string())
+            if name in _AMOUNTS:
                 columns[field], self.totals[field] = _amounts(cells)
-                continue
             else:
-                distinct = pc.unique(cells).to_pylist()
-                if name == _TIME:
-                    self.times = {text[1:]: _time_of(text) for text in distinct}
-                else:
-                    required = name in _REQUIRED
-                    for text in distinct:
-                        _text_of(text, required=required)
-            columns[field] = pc.utf8_slice_codeunits(cells, 1)
+                columns[field] = cells
         return pa.table(columns)
+
+
+_CHECKED = (_TIME, *_TEXTS)
 
 
 def _amounts(cells: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:

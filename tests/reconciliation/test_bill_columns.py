@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payments.orders import OrderRecord, RefundRecord
+from reconciliation.bills import columns as columns_module
 from reconciliation.bills.columns import TradeColumns, read_trade_columns
 from reconciliation.bills.wechat import BillFormatError, read_trade_bill
 from reconciliation.lines import wechat_bill_lines
@@ -56,10 +57,24 @@ def _line_reader(content: bytes) -> tuple:
 
 
 def _by_column(content: bytes) -> tuple | None:
+    """What reading ``content`` by column gives; the same, every test checks,
+    whether its rows are read whole or cut into parts read in parallel (however
+    small)."""
+    whole = _read_by_column(content)
+    for parts in (2, 3):
+        assert _read_by_column(content, parts=parts) == whole
+    return whole
+
+
+def _read_by_column(content: bytes, parts: int = 1) -> tuple | None:
+    saved = columns_module.PARTS, columns_module.PART_BYTES
+    columns_module.PARTS, columns_module.PART_BYTES = parts, 1
     try:
         columns = read_trade_columns(content)
     except BillFormatError as refused:
         return ("refused", str(refused), refused.line)
+    finally:
+        columns_module.PARTS, columns_module.PART_BYTES = saved
     return None if columns is None else ("read", _entries(columns))
 
 
@@ -462,3 +477,21 @@ def test_a_busy_day_is_taken_by_column_with_its_odd_lines_left_to_add() -> None:
     ]
     # The POS payments taken: not P007, P008, P010, P020, nor the top-ups.
     assert len(merchant_fees) == len([n for n in range(60) if n % 3]) - 4
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_a_big_bill_is_cut_into_parts_at_line_ends_only(
+    parts: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(columns_module, "PARTS", parts)
+    monkeypatch.setattr(columns_module, "PART_BYTES", 1)
+    rows = [PAID.replace("`T1,", f"`T{n},") for n in range(40)]
+    content = bill(HEADER, *rows, SUMMARY_HEADER, SUMMARY)
+    start = content.index(b"\n") + 1
+    end = content.index(SUMMARY_HEADER.encode())
+
+    cut = columns_module._parts(content, start, end)
+
+    assert len(cut) == parts
+    assert b"".join(bytes(part) for part in cut) == content[start:end]
+    assert all(bytes(part).endswith(b"\r\n") for part in cut)

@@ -18,6 +18,7 @@ from payments import ledger
 from payments.channels import channel_for
 from payments.topups import TopUpState, find_top_up
 from reconciliation import run as run_module
+from reconciliation.bills import kept as kept_module
 from reconciliation.models import (
     Discrepancy,
     DiscrepancyStatus,
@@ -371,7 +372,7 @@ def test_a_run_that_fails_for_another_reason_says_so_at_once(
     def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(run_module, "_check_and_keep", disk_full)
+    monkeypatch.setattr(kept_module, "write_to_disk", disk_full)
     with pytest.raises(OSError, match="No space left"):
         _reconcile(live_app, trading_day)
     session.rollback()
