@@ -28,10 +28,10 @@ once more, and that first round is printed but not compared: on the virtual
 machines this was measured on, memory the guest freed goes back to the host,
 and touching it again costs several microseconds a page (``mmap`` and touch a GiB
 in two processes a second apart: 0.6 to 2.9 s each). The first run after the
-bench has made a quarter of a GiB of bill and a million rows pays that for most
-of the 0.6 GiB it allocates: 2.9 to 3.0 s against 2.0 to 2.2 s for the runs
-after it, with the same page faults. The runs after it measure our code; the
-first says what a night on such a machine may cost. A million lines, the goal's
+bench has made a quarter of a GiB of bill and a million rows pays that for much
+of the 0.6 GiB it allocates: 2.2 to 2.6 s where the runs after it took 1.9 to
+2.2 s. The runs after it measure our code; the first says what a night on such a
+machine may cost. A million lines, the goal's
 size, either way: under a minute with ``--quick``, a third of it making the bill
 and orders.
 Needs PostgreSQL: DATABASE_URL, or
