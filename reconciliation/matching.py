@@ -27,6 +27,7 @@ function. Everything else waits for a finance operator.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import functools
 import operator
@@ -320,6 +321,16 @@ def match_refunds(
         )
 
 
+def _listed_again(line: BillLine, ours: OrderRecord | RefundRecord) -> Finding:
+    """A line for an order (or refund) of the day that an earlier line of the
+    same bill took: the channel lists it twice, for finance to look at."""
+    if line.kind is LineKind.PAYMENT:
+        kind, key = FindingKind.STATUS_MISMATCH, line.out_trade_no
+    else:
+        kind, key = FindingKind.REFUND_MISMATCH, line.out_refund_no
+    return Finding(kind, key, line, ours, note="listed again in the same bill")
+
+
 def _refund_finding(line: BillLine, refund: RefundRecord | None) -> Finding:
     key = line.out_refund_no or line.refund_id
     if refund is None:
@@ -406,10 +417,15 @@ class DayMatch:
         refunded: MutableMapping[str, RefundRecord],
         fee_rate_per_10000: int,
         day: DayOrderColumns | None = None,
+        window: tuple[dt.datetime, dt.datetime] | None = None,
     ) -> None:
         """``paid`` and ``refunded`` by number; the day's orders may also come by
-        column (``day``), for ``take_columns``: none of those is in ``paid``."""
+        column (``day``), for ``take_columns``: none of those is in ``paid``.
+        ``window``: the day's start and end, when ``paid`` and ``refunded`` hold
+        every order paid and refund made in it, so that an order or refund looked
+        up in it is one an earlier line took."""
         self._paid = paid
+        self._window = window
         self._day = day
         self._refunded = refunded
         self._rate = fee_rate_per_10000
@@ -538,6 +554,12 @@ class DayMatch:
         if count < rows.num_rows:
             yield from wechat_bill_lines(_entries(bill, pc.invert(takeable)))
 
+    def _of_the_day(self, at: dt.datetime | None) -> bool:
+        return (
+            at is not None and self._window is not None
+            and self._window[0] <= at < self._window[1]
+        )  # fmt: skip
+
     def _spill(self) -> None:
         """The day's orders by column, by number: for line by line matching."""
         if self._day is not None:
@@ -582,15 +604,9 @@ class DayMatch:
 
     def _count_match(self, finding: Finding) -> None:
         self.matched += 1
-        ours, line = finding.ours, finding.line
-        if ours is None or not ours.merchant or line is None:
-            return
-        if isinstance(ours, OrderRecord) and line.kind is LineKind.PAYMENT:
-            self.merchant_fees.append((finding.key, ours.merchant, line.fee_fen))
-        elif isinstance(ours, RefundRecord) and line.fee_fen:
-            # The part of the payment's fee the channel gives back on a refund
-            # (negative): credited to the merchant, keyed by our refund number.
-            self.merchant_fees.append((finding.key, ours.merchant, line.fee_fen))
+        fee = merchant_fee(finding)
+        if fee is not None:
+            self.merchant_fees.append(fee)
 
     def finish(
         self,
@@ -605,9 +621,19 @@ class DayMatch:
         findings = self._findings
         for line in self._elsewhere:
             if line.kind is LineKind.PAYMENT:
-                finding = _payment_finding(line, lookup_order(line.out_trade_no))
+                order = lookup_order(line.out_trade_no)
+                if self._of_the_day(order and order.paid_at):
+                    # Its order was among the day's and an earlier line of the bill
+                    # took it: matching it again would count the money twice.
+                    finding = _listed_again(line, order)
+                else:
+                    finding = _payment_finding(line, order)
             else:
-                finding = _refund_finding(line, lookup_refund(line.out_refund_no))
+                refund = lookup_refund(line.out_refund_no)
+                if self._of_the_day(refund and refund.refunded_at):
+                    finding = _listed_again(line, refund)
+                else:
+                    finding = _refund_finding(line, refund)
             if finding.kind is FindingKind.MATCHED:
                 self._count_match(finding)
             findings.append(finding)
@@ -637,6 +663,21 @@ class DayMatch:
         if fee is not None:
             findings.append(fee)
         return findings
+
+
+def merchant_fee(finding: Finding) -> tuple[str, str, int] | None:
+    """What a merchant's statement takes of a matched (or repaired) line: (our
+    order or refund number, merchant, fee), or None for a line of no merchant's."""
+    ours, line = finding.ours, finding.line
+    if ours is None or not ours.merchant or line is None:
+        return None
+    if isinstance(ours, OrderRecord) and line.kind is LineKind.PAYMENT:
+        return (finding.key, ours.merchant, line.fee_fen)
+    if isinstance(ours, RefundRecord) and line.fee_fen:
+        # The part of the payment's fee the channel gives back on a refund
+        # (negative): credited to the merchant, keyed by our refund number.
+        return (finding.key, ours.merchant, line.fee_fen)
+    return None
 
 
 def _sum(

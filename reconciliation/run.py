@@ -67,6 +67,7 @@ from reconciliation.matching import (
     DayOrderColumns,
     Finding,
     FindingKind,
+    merchant_fee,
 )
 from reconciliation.models import (
     Discrepancy,
@@ -294,24 +295,32 @@ def _reconcile_day(
         # until its lease runs out.
         _fail(run.id, f"{type(error).__name__}: {error}")
         raise
-    _record_all(channel, day, matched, start, hold_days, report, batch)
-    # Releasing holds, booking fees, counting and finishing commit together: a run
-    # killed before this point leaves them all to the next one, which then counts
-    # exactly what an uninterrupted run would have.
-    with db.transaction() as session:
-        released = _release_expired_holds(session, channel, day)
-        fees_fen = _book_fees(session, channel, day, matched)
-        counts = _recount(session, channel, day, matched.matched, released, fees_fen)
-        run = session.get_one(ReconciliationRun, run.id)
-        run.state = RunState.FINISHED
-        run.finished_at = utcnow()
-        run.locked_until = None
-        run.bill_sha256 = bill.sha256 if bill else None
-        run.bill_path = str(path) if path else None
-        run.lines = matched.lines
-        run.counts = json.dumps(counts, ensure_ascii=False, sort_keys=True)
-        run.error = None
-        report = RunReport.of(run)
+    try:
+        _record_all(channel, day, matched, start, hold_days, report, batch)
+        # Releasing holds, booking fees, counting and finishing commit together: a
+        # run killed before this point leaves them all to the next one, which then
+        # counts exactly what an uninterrupted run would have.
+        with db.transaction() as session:
+            released = _release_expired_holds(session, channel, day)
+            fees_fen = _book_fees(session, channel, day, matched)
+            counts = _recount(
+                session, channel, day, matched.matched, released, fees_fen
+            )
+            run = session.get_one(ReconciliationRun, run.id)
+            run.state = RunState.FINISHED
+            run.finished_at = utcnow()
+            run.locked_until = None
+            run.bill_sha256 = bill.sha256 if bill else None
+            run.bill_path = str(path) if path else None
+            run.lines = matched.lines
+            run.counts = json.dumps(counts, ensure_ascii=False, sort_keys=True)
+            run.error = None
+            report = RunReport.of(run)
+    except Exception as error:
+        # What was committed stays (the next run skips it); the day is free for
+        # that run at once.
+        _fail(run.id, f"{type(error).__name__}: {error}")
+        raise
     logger.info(
         "reconciliation_finished",
         extra={"channel": channel, "day": str(day), **counts},
@@ -586,7 +595,9 @@ def _match(
         for out_refund_no, refund in refunds_before.items():
             if out_refund_no in refunded:
                 refunded[out_refund_no] = refund
-        matcher = DayMatch(paid, refunded, fee_rate_per_10000, day_columns)
+        matcher = DayMatch(
+            paid, refunded, fee_rate_per_10000, day_columns, window=(start, end)
+        )
         del day_columns
         add = matcher.add
         for line in lines(matcher):
@@ -733,15 +744,23 @@ def _book_fees(session: Session, channel: str, day: dt.date, matched: _Matched) 
     """Book the day's fees as the bill states them (the channel kept them out of
     what it pays us), and remember each merchant payment's fee for settlement."""
     total = matched.fee_fen
-    if total > 0:
+    if total:
+        fees, clearing = (
+            ledger.fees_account(session, channel),
+            ledger.clearing_account(session, channel),
+        )
+        # A day of more refunds than payments nets fees given back: the channel
+        # pays them into clearing, the other way round.
+        source, destination = (fees, clearing) if total > 0 else (clearing, fees)
         ledger.transfer(
             session,
             kind=ledger.EntryKind.FEE,
             idempotency_ref=f"fees:{channel}:{day.isoformat()}",
-            source=ledger.fees_account(session, channel),
-            destination=ledger.clearing_account(session, channel),
-            amount_fen=total,
-            memo=f"{channel} fees of {day.isoformat()}",
+            source=source,
+            destination=destination,
+            amount_fen=abs(total),
+            memo=f"{channel} fees of {day.isoformat()}"
+            + ("" if total > 0 else " (given back on refunds)"),
             created_by="reconciliation",
         )
     record_fees(session, channel, day, matched.merchant_fees)
@@ -761,22 +780,25 @@ def _record(
     """Record one finding as a row to insert into ``rows``, unless ``known`` has
     it; a match of an order paid on an earlier day closes what was held for it."""
     if finding.kind is FindingKind.MATCHED:
-        order = finding.ours
-        if not (
-            isinstance(order, OrderRecord) and order.paid_at and order.paid_at < start
-        ):
+        ours = finding.ours
+        at = ours.paid_at if isinstance(ours, OrderRecord) else None
+        if isinstance(ours, RefundRecord):
+            at = ours.refunded_at
+        if ours is None or at is None or at >= start:
             return
-        reversed_by = _close_held(session, channel, day, order)
+        reversed_by = _close_held(session, channel, day, ours, at)
         if reversed_by is None:
             return
         # Finance trusted the channel's silence and reversed our booking, and now
         # the channel lists the payment: the money is at the channel, not in our
         # books, and finance must see it again.
         finding = Finding(
-            FindingKind.CHANNEL_ONLY,
-            order.out_trade_no,
+            FindingKind.CHANNEL_ONLY
+            if isinstance(ours, OrderRecord)
+            else FindingKind.REFUND_MISMATCH,
+            finding.key,
             finding.line,
-            order,
+            ours,
             note=f"listed on {day} after finance reversed it "
             f"(discrepancy {reversed_by.id}: {reversed_by.reason or ''})",
         )
@@ -812,9 +834,10 @@ def _record(
         "resolved_by": None,
         "found_at": utcnow(),
     }
-    if finding.kind is FindingKind.OURS_ONLY and hold_days > 0:
-        # Closed by the later day's run that lists the order; a later day
-        # reconciled first has recorded it matched already, and ``known`` has it.
+    if _ours_only(finding) and hold_days > 0:
+        # Closed by the later day's run that lists the order (or refund); a later
+        # day reconciled first has recorded it matched already, and ``known`` has
+        # it.
         discrepancy["status"] = DiscrepancyStatus.HELD
         discrepancy["hold_until"] = day + dt.timedelta(days=hold_days)
     repaired = False
@@ -827,7 +850,20 @@ def _record(
         discrepancy["status"] = DiscrepancyStatus.REPAIRED
         discrepancy["closed_at"] = utcnow()
         discrepancy["resolved_by"] = "reconciliation"
+        # Repaired, the line counts for its merchant as a matched one does.
+        fee = merchant_fee(finding)
+        if fee is not None:
+            record_fees(session, channel, day, [fee])
     rows.append(discrepancy)
+
+
+def _ours_only(finding: Finding) -> bool:
+    """An order we settled, or a refund we made, that the bill does not list: it
+    may be listed in the next day's bill."""
+    return finding.line is None and finding.kind in _HELD_KINDS
+
+
+_HELD_KINDS = {FindingKind.OURS_ONLY, FindingKind.REFUND_MISMATCH}
 
 
 def _repair(session: Session, channel: str, line: BillLine, finding: Finding) -> bool:
@@ -890,21 +926,27 @@ def _repair_refund(session: Session, channel: str, line: BillLine) -> bool:
 
 
 def _close_held(
-    session: Session, channel: str, day: dt.date, order: OrderRecord
+    session: Session,
+    channel: str,
+    day: dt.date,
+    ours: OrderRecord | RefundRecord,
+    at: dt.datetime,
 ) -> Discrepancy | None:
-    """Close what was held (or opened) as ours-only for an order paid on an
-    earlier day that ``day``'s bill listed. The ours-only item finance resolved
-    by reversing our booking, if there is one: the listing contradicts it."""
-    out_trade_no = order.out_trade_no
+    """Close what was held (or opened) as ours-only for an order paid (or a
+    refund made, at ``at``) on an earlier day that ``day``'s bill listed. The
+    ours-only item finance resolved by reversing our booking, if there is one:
+    the listing contradicts it."""
+    kind, key = _held_identity(ours)
     items = session.scalars(
         select(Discrepancy).where(
             Discrepancy.channel == channel,
-            Discrepancy.kind == FindingKind.OURS_ONLY.value,
-            Discrepancy.key == out_trade_no,
+            Discrepancy.kind == kind.value,
+            Discrepancy.key == key,
+            Discrepancy.channel_state.is_(None),
         )
     ).all()
     if not items:
-        _matched_before_its_day(session, channel, day, order)
+        _matched_before_its_day(session, channel, day, ours, at)
         return None
     reversed_by = None
     for item in items:
@@ -922,38 +964,49 @@ def _close_held(
     return reversed_by
 
 
+def _held_identity(ours: OrderRecord | RefundRecord) -> tuple[FindingKind, str]:
+    if isinstance(ours, RefundRecord):
+        return FindingKind.REFUND_MISMATCH, ours.out_refund_no[:64]
+    return FindingKind.OURS_ONLY, ours.out_trade_no[:64]
+
+
 def _matched_before_its_day(
-    session: Session, channel: str, day: dt.date, order: OrderRecord
+    session: Session,
+    channel: str,
+    day: dt.date,
+    ours: OrderRecord | RefundRecord,
+    at: dt.datetime,
 ) -> None:
-    """The order's own day has not been reconciled yet (its bill came late):
-    record its ours-only item as already matched late, so that the run of that
-    day, which will not find it in its bill, counts it matched instead of holding
-    it (``_record_all`` skips what is recorded)."""
+    """The order's (or refund's) own day has not been reconciled yet (its bill
+    came late): record its ours-only item as already matched late, so that the
+    run of that day, which will not find it in its bill, counts it matched
+    instead of holding it (``_record_all`` skips what is recorded)."""
     zone = current_app.extensions["campus.settings"].zone
-    assert order.paid_at is not None
-    paid_on = order.paid_at.astimezone(zone).date()
+    own_day = at.astimezone(zone).date()
     done = session.scalar(
         select(ReconciliationRun.id).where(
             ReconciliationRun.channel == channel,
-            ReconciliationRun.day == paid_on,
+            ReconciliationRun.day == own_day,
             ReconciliationRun.state == RunState.FINISHED,
         )
     )
-    if done is not None or paid_on >= day:
+    if done is not None or own_day >= day:
         return
+    kind, key = _held_identity(ours)
     session.add(
         Discrepancy(
             channel=channel,
-            day=paid_on,
-            kind=FindingKind.OURS_ONLY.value,
-            key=order.out_trade_no[:64],
+            day=own_day,
+            kind=kind.value,
+            key=key,
             status=DiscrepancyStatus.MATCHED_LATE,
-            order_kind=order.kind,
-            merchant=order.merchant,
-            out_trade_no=order.out_trade_no,
-            our_state=order.state,
-            our_amount_fen=order.amount_fen,
-            note=f"listed in the bill of {day}, reconciled before {paid_on}"[:255],
+            order_kind=ours.kind,
+            merchant=ours.merchant,
+            out_trade_no=ours.out_trade_no,
+            out_refund_no=getattr(ours, "out_refund_no", None),
+            our_state=ours.state,
+            our_amount_fen=ours.amount_fen,
+            note=f"listed in the bill of {day}, reconciled before {own_day}"[:255],
             matched_on=day,
             closed_at=utcnow(),
             resolved_by="reconciliation",
@@ -961,7 +1014,7 @@ def _matched_before_its_day(
     )
     logger.info(
         "reconciliation_matched_before_its_day",
-        extra={"channel": channel, "out_trade_no": order.out_trade_no, "day": str(day)},
+        extra={"channel": channel, "key": key, "day": str(day)},
     )
 
 

@@ -284,6 +284,7 @@ def record_fees(
     )
     for out_trade_no, merchant, fee_fen in fees:
         if out_trade_no not in known:
+            known.add(out_trade_no)
             session.add(
                 ChannelFee(
                     channel=channel,

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campus.auth import Operator, Role
-from campus.database import db, utcnow
+from campus.database import db
 from campus.errors import (
     CampusError,
     CardNotActive,
@@ -263,7 +263,9 @@ def settle_refund(
 ) -> SettleOutcome:
     """Record the channel's word on a refund: on success post the reverse entry,
     once; on failure or closure free the reserved amount."""
-    now = now or utcnow()
+    # The POS clock, as every other step of a refund: the sandbox's in a
+    # demonstration, so that a refund finishes on the day its bill lists it.
+    now = now or pos_config().now()
     refund = _lock_refund(session, result.out_refund_no)
     log = {"out_refund_no": refund.out_refund_no, "via": via}
     if result.refund_id and not refund.refund_id:

@@ -96,7 +96,8 @@ def trade_bill(
     """The bill of ``day`` (Asia/Shanghai), or None when nothing happened.
 
     ``fault(out_trade_no)`` says how to spoil that order's payment line:
-    ``missing_line``, ``changed_amount`` or ``after_midnight``.
+    ``missing_line``, ``changed_amount`` or ``after_midnight``; a refund's line
+    is listed after midnight when ``fault(out_refund_no)`` says so.
     """
     lines: list[_Line] = []
     if bill_type in ("ALL", "SUCCESS"):
@@ -109,8 +110,12 @@ def trade_bill(
             lines.append(line)
     if bill_type in ("ALL", "REFUND"):
         for refund in refunds:
-            if refund.success_due.astimezone(ZONE).date() == day:
-                lines.append(_refund_line(refund, orders_by_id[refund.out_trade_no]))
+            at = refund.success_due
+            if fault(refund.out_refund_no) == "after_midnight":
+                at = _after_midnight(at)
+            if at.astimezone(ZONE).date() == day:
+                order = orders_by_id[refund.out_trade_no]
+                lines.append(_refund_line(refund, order, at))
     if not lines and not any(
         fault(order.out_trade_no) == "missing_line" for order in orders
     ):
@@ -160,12 +165,7 @@ def _payment_line(order: Order, fault: object) -> _Line | None:
         return None
     at = order.success_at
     if fault == "after_midnight":
-        local = at.astimezone(ZONE)
-        at = dt.datetime.combine(
-            local.date() + dt.timedelta(days=1),
-            dt.time(0, 0, 1 + local.second % 58),
-            ZONE,
-        )
+        at = _after_midnight(at)
     total = order.total_fen + (100 if fault == "changed_amount" else 0)
     revoked = order.state == TradeState.REVOKED
     fee = 0 if revoked else fee_fen(total)
@@ -184,9 +184,18 @@ def _payment_line(order: Order, fault: object) -> _Line | None:
     return _Line(at, cells, settled_fen=total, fee=fee, order_fen=total)
 
 
-def _refund_line(refund: Refund, order: Order) -> _Line:
+def _after_midnight(at: dt.datetime) -> dt.datetime:
+    """A moment just after the next midnight (Asia/Shanghai), as a channel whose
+    clock was a little ahead would have listed ``at``."""
+    local = at.astimezone(ZONE)
+    return dt.datetime.combine(
+        local.date() + dt.timedelta(days=1), dt.time(0, 0, 1 + local.second % 58), ZONE
+    )
+
+
+def _refund_line(refund: Refund, order: Order, at: dt.datetime) -> _Line:
     fee = -fee_fen(refund.amount_fen)
-    cells = _common(order, refund.success_due) | {
+    cells = _common(order, at) | {
         "交易状态": "REFUND",
         "应结订单金额": "0.00",
         "微信退款单号": refund.refund_id,
@@ -199,7 +208,7 @@ def _refund_line(refund: Refund, order: Order) -> _Line:
         "申请退款金额": yuan(refund.amount_fen),
     }
     return _Line(
-        refund.success_due,
+        at,
         cells,
         refund_fen=refund.amount_fen,
         fee=fee,

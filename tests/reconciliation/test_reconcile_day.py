@@ -8,6 +8,7 @@ import datetime as dt
 import gc
 import hashlib
 import itertools
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -362,6 +363,36 @@ def test_a_bill_given_to_the_run_is_checked_like_a_downloaded_one(
     }
 
 
+def _twice(cell: str) -> str:
+    """A summary cell of a one-line bill, for the same line listed twice."""
+    return str(Decimal(cell) * 2)
+
+
+def test_a_payment_listed_twice_is_matched_once_and_the_repeat_shown(
+    live_app, shopper, session, trading_day, reading
+):
+    number = _pay(live_app, shopper)
+    live_app.sandbox.outbox.deliver_due()
+    _after_bills_are_ready(live_app, trading_day)
+    bill = in_app(live_app, lambda: channel_for("wechat").download_bill(trading_day))
+    header, row, totals, summary = bill.content.decode().rstrip("\r\n").split("\r\n")
+    doubled = ",".join("`" + _twice(cell[1:]) for cell in summary.split(","))
+    content = "\r\n".join([header, row, row, totals, doubled]).encode() + b"\r\n"
+    listed_twice = dataclasses.replace(
+        bill, content=content, sha256=hashlib.sha256(content).hexdigest()
+    )
+
+    run = _reconcile(live_app, trading_day, bill=listed_twice)
+
+    assert run.state is RunState.FINISHED and run.lines == 2
+    assert (run.counts["matched"], run.counts["status_mismatch"]) == (1, 1)
+    assert _discrepancies(session, trading_day) == {number: ("status_mismatch", "open")}
+    item = session.scalars(
+        select(Discrepancy).where(Discrepancy.day == trading_day)
+    ).one()
+    assert item.note == "listed again in the same bill" and item.bill_line == 3
+
+
 def test_a_run_that_fails_for_another_reason_says_so_at_once(
     live_app, shopper, session, trading_day, monkeypatch
 ):
@@ -385,6 +416,30 @@ def test_a_run_that_fails_for_another_reason_says_so_at_once(
     assert "OSError" in (failed.error or "") and "No space left" in failed.error
     monkeypatch.undo()
     assert _reconcile(live_app, trading_day).state is RunState.FINISHED
+
+
+def test_a_run_that_fails_while_recording_says_so_at_once(
+    live_app, shopper, session, trading_day, monkeypatch
+):
+    _pay(live_app, shopper)
+    _after_bills_are_ready(live_app, trading_day)
+
+    def connection_lost(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(run_module, "_record_all", connection_lost)
+    with pytest.raises(ConnectionError):
+        _reconcile(live_app, trading_day)
+    session.rollback()
+    failed = session.scalars(
+        select(ReconciliationRun).where(ReconciliationRun.day == trading_day)
+    ).one()
+
+    assert failed.state is RunState.FAILED and failed.locked_until is None
+    assert "ConnectionError" in (failed.error or "")
+    monkeypatch.undo()
+    finished = _reconcile(live_app, trading_day)
+    assert finished.state is RunState.FINISHED and finished.counts["repaired"] == 1
 
 
 def test_reconciliation_settings_are_read_from_the_environment():

@@ -130,13 +130,66 @@ def test_a_lost_refund_notification_is_repaired_and_refund_fees_are_credited(
     fees = dict(
         session.execute(select(ChannelFee.out_trade_no, ChannelFee.fee_fen)).all()
     )
-    # 0.6 % rounded half up: 5.4 and 3.6 fen charged, 2.4 fen given back.
-    assert fees[told] == -2
+    # 0.6 % rounded half up: 5.4 and 3.6 fen charged, 2.4 and 1.2 fen given
+    # back, the repaired refund's as the notified one's.
+    assert (fees[told], fees[lost]) == (-2, -1)
     assert settled.exit_code == 0, settled.output
     statement = session.scalars(select(MerchantStatement)).one()
-    assert statement.fees_fen == 5 + 4 - 2
+    assert statement.fees_fen == 5 + 4 - 2 - 1
     # The repaired refund left the merchant's payable when it was repaired: it
     # counts in the next day's statement.
     assert statement.refunds_fen == 400
-    assert statement.net_fen == 1500 - 400 - 7
+    assert statement.net_fen == 1500 - 400 - 6
     assert ledger.check_ledger(session) == []
+
+
+def test_a_refund_listed_the_next_day_is_held_then_matched_and_its_fee_booked(
+    live_app, till, session, merchant
+):
+    # Another day than the other test's: the sandbox's bills are shared.
+    day = dt.date(2036, 2, 12)
+    live_app.sandbox.clock.set(dt.datetime.combine(day, dt.time(12), SHANGHAI))
+    browser = _finance(live_app, session)
+    paid = _pay(live_app, till, 900)
+    refunded = _refund(live_app, browser, paid, 400)
+    # The channel lists the refund in the next day's bill; we finished it today.
+    live_app.sandbox.faults.set("wechat", "bill", "after_midnight", refunded)
+    live_app.sandbox.clock.advance(120)
+    live_app.sandbox.outbox.deliver_due()
+    next_day = day + dt.timedelta(days=1)
+
+    live_app.sandbox.clock.set(dt.datetime.combine(next_day, dt.time(10, 35), SHANGHAI))
+    first = in_app(live_app, lambda: reconcile_day("wechat", day))
+    session.rollback()
+    held = session.scalars(select(Discrepancy).where(Discrepancy.key == refunded)).one()
+    held_as = (held.kind, held.status, held.hold_until)
+    live_app.sandbox.clock.set(
+        dt.datetime.combine(next_day + dt.timedelta(days=1), dt.time(10, 35), SHANGHAI)
+    )
+    second = in_app(live_app, lambda: reconcile_day("wechat", next_day))
+
+    session.rollback()
+    assert first.counts["matched"] == 1
+    assert held_as == (
+        FindingKind.REFUND_MISMATCH.value,
+        DiscrepancyStatus.HELD,
+        day + dt.timedelta(days=3),
+    )
+    session.refresh(held)
+    assert (held.status, held.matched_on) == (DiscrepancyStatus.MATCHED_LATE, next_day)
+    assert second.counts["matched_late"] == 1
+    # The next day's bill holds the refund alone: 2.4 fen of fee given back,
+    # booked the other way round from a day's fees, and credited to the merchant.
+    assert second.counts["fees_fen"] == -2
+    entry = session.scalars(
+        select(ledger.JournalEntry).where(
+            ledger.JournalEntry.idempotency_ref == f"fees:wechat:{next_day}"
+        )
+    ).one()
+    movements = {posting.account.code: posting.amount_fen for posting in entry.postings}
+    assert sorted(movements.values()) == [-2, 2]
+    assert movements[ledger.fees_account(session, "wechat").code] == 2
+    fee = session.scalars(
+        select(ChannelFee).where(ChannelFee.out_trade_no == refunded)
+    ).one()
+    assert (fee.day, fee.fee_fen) == (next_day, -2)
