@@ -17,7 +17,8 @@ Fault switches (``sandbox.core.Faults``, channel ``alipay``, for one
 ``no_answer``               ``before``: drop the connection without acting;
                             ``after``: act, then drop it
 ``server_error``            ``5xx``: HTTP 502 page; ``20000``: isp.unknow-error;
-                            ``ACQ``: 40004 ACQ.SYSTEM_ERROR (cancel: retry_flag Y)
+                            ``ACQ``: 40004 ACQ.SYSTEM_ERROR (cancel: retry_flag Y);
+                            ``ACQ_no_retry``: the same, cancel with retry_flag N
 ``user_paying_seconds``     a code payment answers 10003 and completes this
                             many seconds later (sandbox clock)
 ``response_signature``      ``bad`` (signed with another key) or ``missing``
@@ -566,8 +567,10 @@ class AlipayGateway(Gateway):
                 raise _fail("isv.invalid-method", "不存在的方法名", code="40002")
             if server_error == "20000":
                 raise _fail("isp.unknow-error", "系统繁忙", code="20000")
-            if server_error == "ACQ":
-                flag = {"retry_flag": "Y"} if method == "alipay.trade.cancel" else {}
+            if server_error in ("ACQ", "ACQ_no_retry"):
+                flag = {}
+                if method == "alipay.trade.cancel":
+                    flag = {"retry_flag": "Y" if server_error == "ACQ" else "N"}
                 raise _fail("ACQ.SYSTEM_ERROR", "系统错误", **flag)
             with self._session() as session:
                 self._advance(session)

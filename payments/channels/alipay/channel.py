@@ -323,13 +323,24 @@ class AlipayChannel(Channel):
             answer = self._checked(answer, "cancel", out_trade_no)
         except (AlipayUnavailable, AlipayRejected) as error:
             # Alipay's cancel says itself whether asking again can help.
-            if error.response.get("retry_flag") == "Y":
+            flag = error.response.get("retry_flag")
+            if flag == "Y":
                 return ReverseResult(
                     out_trade_no=out_trade_no,
                     done=False,
                     retry=True,
                     raw=error.response,
                 )
+            if flag == "N" and isinstance(error, AlipayUnavailable):
+                # Even a system error is final when Alipay says not to retry:
+                # a refusal, for the caller to ask what the trade became.
+                raise AlipayRejected(
+                    str(error),
+                    code=error.code,
+                    response=error.response,
+                    out_trade_no=out_trade_no,
+                    error_code=error.error_code,
+                ) from error
             raise
         retry = answer.get("retry_flag") == "Y"
         return ReverseResult(

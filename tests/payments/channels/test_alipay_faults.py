@@ -121,6 +121,18 @@ def test_cancel_during_a_system_error_asks_to_retry(channel, alipay_sandbox):
     assert (second.done, second.action) == (True, "refund")
 
 
+def test_cancel_told_not_to_retry_is_a_refusal(channel, alipay_sandbox):
+    request = order(alipay_sandbox)
+    channel.pay_with_code(request, alipay_sandbox.payer_code())
+    set_fault(alipay_sandbox, "server_error", "ACQ_no_retry", request.out_trade_no)
+
+    with pytest.raises(AlipayRejected) as refused:
+        channel.reverse(request.out_trade_no)
+
+    assert refused.value.sub_code == "ACQ.SYSTEM_ERROR"
+    assert refused.value.response["retry_flag"] == "N"
+
+
 def test_user_paying_for_n_seconds(channel, alipay_sandbox):
     request = order(alipay_sandbox)
     set_fault(alipay_sandbox, "user_paying_seconds", 20, request.out_trade_no)

@@ -182,6 +182,16 @@ def test_a_5xx_while_the_payer_enters_the_password_is_paid_once_queried(
     _settled(session, merchant, "wechat", 380)
 
 
+def _past_the_deadline(now) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the one payment's polling deadline has come (read in a session
+    of its own, as the pause it is asked from runs inside the payment)."""
+    reader = db.new_session()
+    try:
+        return now >= reader.scalar(select(PosPayment.deadline_at))
+    finally:
+        reader.close()
+
+
 def test_alipay_10003_past_the_deadline_is_cancelled_obeying_retry_flag(
     live_app, live_terminal, session, merchant, fast_poll
 ):
@@ -195,12 +205,7 @@ def test_alipay_10003_past_the_deadline_is_cancelled_obeying_retry_flag(
         if armed:
             live_app.sandbox.faults.clear()
             return
-        reader = db.new_session()
-        try:
-            deadline = reader.scalar(select(PosPayment.deadline_at))
-        finally:
-            reader.close()
-        if now >= deadline:
+        if _past_the_deadline(now):
             live_app.sandbox.faults.set("alipay", "server_error", "ACQ")
             armed.append(now)
 
@@ -218,6 +223,32 @@ def test_alipay_10003_past_the_deadline_is_cancelled_obeying_retry_flag(
         .order_by(ChannelCall.id)
     ).first()
     assert '"retry_flag": "Y"' in retried.response
+    _settled(session, merchant, "alipay", 0)
+
+
+def test_alipay_cancel_told_not_to_retry_is_not_repeated_but_queried(
+    live_app, live_terminal, session, merchant, fast_poll
+):
+    live_app.sandbox.faults.set("alipay", "user_paying_seconds", 600)
+
+    def cancel_says_no_retry(now):
+        if _past_the_deadline(now):
+            live_app.sandbox.faults.set("alipay", "server_error", "ACQ_no_retry")
+
+    fast_poll.append(cancel_says_no_retry)
+
+    status, answer = live_terminal.pay(700, code=_code(live_app, "alipay"))
+
+    # One cancel (ACQ.SYSTEM_ERROR, retry_flag N), then the payment is asked
+    # about instead: still waiting for the payer, it stays for the job.
+    calls = _calls(session, answer["out_trade_no"])
+    assert [operation for operation, _ in calls].count("reverse") == 1
+    assert calls[-1][0] == "query"
+    cancel = session.scalars(
+        select(ChannelCall).where(ChannelCall.operation == "reverse")
+    ).one()
+    assert (cancel.outcome, cancel.error_code) == ("rejected", "ACQ.SYSTEM_ERROR")
+    assert answer["state"] != "reversed"
     _settled(session, merchant, "alipay", 0)
 
 
