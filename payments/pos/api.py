@@ -8,7 +8,6 @@ Terminal endpoints (``/api/terminal/…``) need the request signature described 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from typing import Any
 
 from apiflask import APIBlueprint, Schema, fields
@@ -143,7 +142,7 @@ def _prefers_async() -> bool:
 
 
 def _body_hash() -> str:
-    return hashlib.sha256(request.get_data(cache=True)).hexdigest()
+    return service.request_digest(request.get_data(cache=True))
 
 
 def _answer(payment: PosPayment) -> Response:

@@ -13,7 +13,6 @@ a query does, and the POS learns the result through its ``query``.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 from typing import Any
 from urllib.parse import urlencode
@@ -340,13 +339,13 @@ def refund_state_label(state: RefundState) -> str:
 
 
 def _web_pos_hash(order_no: str, amount_fen: int, code: str, *, tap: bool) -> str:
-    """What the web POS keeps in ``request_hash``: a SHA-256 digest, as the
-    terminal API keeps of its body, so that the code (or the tapped card's
-    number) is never stored while a repeated order number with another code is
-    still refused."""
+    """What the web POS keeps in ``request_hash``: a keyed digest, as the
+    terminal API keeps of its body (``service.request_digest``), so that the
+    code (or the tapped card's number) is never stored, nor to be found from
+    what is, while a repeated order number with another code is still refused."""
     source = "tap" if tap else "code"
     text = f"web\n{order_no}\n{amount_fen}\n{source}\n{code}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return service.request_digest(text.encode())
 
 
 def payments_of_day(merchant: Merchant, now: dt.datetime) -> list[PosPayment]:

@@ -4,6 +4,7 @@ table is searched for them."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import requests
@@ -13,7 +14,7 @@ from campus.auth import Role, create_operator
 from campus.database import Base
 from payments.channels.campus import codes
 from payments.merchants import Terminal
-from payments.pos.models import CashierMerchant
+from payments.pos.models import CashierMerchant, PosPayment
 
 
 def _places(session, secret: str) -> set[tuple[str, str, str]]:
@@ -88,5 +89,18 @@ def test_the_web_pos_stores_no_payment_code_anywhere(
     for code in (wechat, alipay, campus_code):
         assert _places(session, code) == set(), code
         assert code not in _our_log(caplog)
+    # Nor is a code to be found by hashing guesses: what a payment keeps of its
+    # request is keyed, so the plain digest of the true request is not it.
+    for order_no, amount_fen, kept in session.execute(
+        select(
+            PosPayment.terminal_order_no,
+            PosPayment.amount_fen,
+            PosPayment.request_hash,
+        )
+    ):
+        for code, more in charges:
+            source = "tap" if more else "code"
+            text = f"web\n{order_no}\n{amount_fen}\n{source}\n{code}"
+            assert kept and kept != hashlib.sha256(text.encode()).hexdigest()
     assert _places(session, tapped.number) == card_number_before
     assert tapped.number not in _our_log(caplog)
