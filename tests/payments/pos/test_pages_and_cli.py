@@ -4,15 +4,18 @@ card page's link to the code, the list of terminals and the seed's terminal."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
+import pytest
 from sqlalchemy import select, update
 
 from campus.auth import Role
 from payments.cards import Card
+from payments.channel_log import ChannelCall
 from payments.merchants import MerchantKind, Terminal, add_terminal, open_merchant
-from payments.pos.models import CashierMerchant
+from payments.pos.models import CashierMerchant, PosPayment
 
 
 def _sign_in_student(client, card) -> None:
@@ -284,3 +287,46 @@ def test_demo_seed_prints_a_terminal_the_simulator_pays_with(app, session):
 
     assert seeded.exit_code == 0, seeded.output
     assert json.loads(paid.output)["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("channel", ["wechat", "alipay"])
+@pytest.mark.parametrize("password_seconds", [0, 5])
+def test_the_cli_simulator_pays_a_sandbox_code_password_or_not(
+    live_app, session, merchant, monkeypatch, channel, password_seconds
+):
+    terminal = add_terminal(session, merchant, "cli till")
+    session.commit()
+    # The payment's polling moves the sandbox clock instead of sleeping.
+    config = live_app.app.extensions["payments.pos"]
+    monkeypatch.setitem(
+        live_app.app.extensions,
+        "payments.pos",
+        dataclasses.replace(config, sleep=live_app.sandbox.clock.advance),
+    )
+    gateway = live_app.sandbox.gateways[channel]
+    if password_seconds:
+        gateway.set_password_needed("demo-1", password_seconds)
+    code = gateway.current_code("demo-1")
+
+    with live_app.app.app_context():
+        result = live_app.app.test_cli_runner().invoke(
+            args=["pos", "pay", "--terminal", terminal.key_id, "--amount", "12.50",
+                  "--code", code]
+        )  # fmt: skip
+
+    answer = json.loads(result.output)
+    assert (answer["status"], answer["state"]) == (200, "succeeded"), answer
+    assert (answer["channel"], answer["amount_fen"]) == (channel, 1250)
+    assert code not in result.output
+    session.rollback()
+    paid = session.scalars(
+        select(PosPayment).where(PosPayment.out_trade_no == answer["out_trade_no"])
+    ).one()
+    assert (paid.state.value, paid.amount_fen) == ("succeeded", 1250)
+    asked = session.scalars(
+        select(ChannelCall.operation).where(
+            ChannelCall.out_trade_no == paid.out_trade_no
+        )
+    ).all()
+    # With the password to type, the answer came from asking again.
+    assert ("query" in asked) == bool(password_seconds)
