@@ -26,7 +26,7 @@ from payments.topups import TopUpState, find_top_up
 from payments.wallet import pay_from_wallet
 from reconciliation.models import Discrepancy, DiscrepancyStatus, RunState
 from reconciliation.resolution import Decision, resolve
-from reconciliation.run import Phase, day_bounds, reconcile_day
+from reconciliation.run import Phase, RunInProgress, day_bounds, reconcile_day
 from reconciliation.settlement import MerchantStatement, settle_merchants
 from tests.live import in_app, together
 from tests.payments.test_notifications import DESKTOP, _open_and_pay
@@ -412,4 +412,35 @@ def test_a_day_settled_twice_at_once_pays_the_merchant_once(
     assert len(session.scalars(select(MerchantStatement)).all()) == 1
     assert _balance(session, merchant.settled) == 1800
     assert _balance(session, merchant.payable) == 0
+    assert ledger.check_ledger(session) == []
+
+
+@pytest.mark.postgres
+def test_two_runs_of_one_day_at_once_repair_once_and_one_is_refused_or_waits(
+    live_app, shopper, session, trading_day
+):
+    live_app.sandbox.faults.set("wechat", "notification", "drop")
+    lost = [_pay(live_app, shopper, amount="10") for _ in range(3)]
+    _after_bills_are_ready(live_app, trading_day)
+
+    def run():
+        with live_app.app.app_context():
+            try:
+                return reconcile_day("wechat", trading_day, batch=1)
+            except RunInProgress:
+                return None
+
+    outcomes = together(run, run)
+
+    # The one that lost the claim is refused, or, if the other had finished by
+    # then, given its finished run: the day is done once either way.
+    finished = [outcome for outcome in outcomes if outcome is not None]
+    assert finished and {outcome.id for outcome in finished} == {finished[0].id}
+    assert all(outcome.state is RunState.FINISHED for outcome in finished)
+    assert all(outcome.attempts == 1 for outcome in finished)
+    assert finished[0].counts["repaired"] == 3
+    assert all(
+        find_top_up(session, number).state is TopUpState.SUCCEEDED for number in lost
+    )
+    assert _balance(session, shopper.card.wallet) == 1000 + 3 * 1000
     assert ledger.check_ledger(session) == []

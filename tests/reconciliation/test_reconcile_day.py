@@ -185,19 +185,24 @@ def test_a_changed_amount_is_an_amount_mismatch(
     assert (item.our_amount_fen, item.channel_amount_fen) == (5000, 5100)
 
 
-def test_a_truncated_bill_stops_the_run_and_changes_nothing(
-    live_app, shopper, session, trading_day, reading
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_a_bill_that_fails_its_hash_value_stops_the_run_and_changes_nothing(
+    live_app, shopper, session, trading_day, reading, damage
 ):
     live_app.sandbox.faults.set("wechat", "notification", "drop")
     number = _pay(live_app, shopper)
-    live_app.sandbox.faults.set("wechat", "bill_download", "truncate")
+    live_app.sandbox.faults.set("wechat", "bill_download", damage)
     _after_bills_are_ready(live_app, trading_day)
 
-    with pytest.raises(BillRejected):
+    with pytest.raises(BillRejected, match="does not match its hash_value"):
         _reconcile(live_app, trading_day)
 
     assert _discrepancies(session, trading_day) == {}
     assert find_top_up(session, number).state is TopUpState.PAYING
+    failed = session.scalars(
+        select(ReconciliationRun).where(ReconciliationRun.day == trading_day)
+    ).one()
+    assert failed.state is RunState.FAILED and "hash_value" in (failed.error or "")
 
 
 def test_a_rerun_of_a_finished_day_changes_nothing(
