@@ -945,6 +945,11 @@ def _claim_stale(session: Session, now: dt.datetime, after_seconds: int) -> list
             # again, and enough of them would starve the later ones.
             PosPayment.needs_review.is_(False),
             PosPayment.created_at <= now - dt.timedelta(seconds=after_seconds),
+            # A QR order's payer has the QR's whole life to pay: one who scanned
+            # late may still be typing the password when a code payment would
+            # long since be stale.
+            (PosPayment.source != PaymentSource.QR)
+            | (PosPayment.created_at <= now - dt.timedelta(minutes=QR_ORDER_MINUTES)),
             PosPayment.claimed_until.is_(None) | (PosPayment.claimed_until < now),
         )
         .order_by(PosPayment.created_at)
@@ -1048,11 +1053,15 @@ def start_qr_payment(token: str, channel_name: str, payer: PayerContext) -> Chec
         payment.state = PaymentState.PAYING
         payment.channel = channel_name
         number, amount = payment.out_trade_no, payment.amount_fen
+        expires_at = payment.created_at + dt.timedelta(minutes=QR_ORDER_MINUTES)
     order = OrderRequest(
         out_trade_no=number,
         amount_fen=amount,
         description=DESCRIPTION,
         notify_url=notify_url(channel_name),
+        # The channel stops taking the payment when the QR's life ends, as the
+        # stale-payment job then closes the order.
+        expires_at=expires_at,
     )
     try:
         with recorded_call(channel_name, "create_order", number, order) as call:

@@ -4,13 +4,16 @@ poll loop's pauses move the sandbox clock (``fast_poll``), so no test waits."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import select
 
 from campus.database import db
 from payments import ledger
 from payments.channel_log import ChannelCall
+from payments.channels.base import PayerContext, PayerKind
 from payments.pos.models import PosPayment
-from payments.pos.service import resolve_stale
+from payments.pos.service import resolve_stale, start_qr_payment
 
 from .conftest import in_app, new_order_no
 
@@ -321,3 +324,35 @@ def test_a_wechat_read_timeout_is_queried_and_reported_paid(
         "unavailable",
     )
     _settled(session, merchant, "wechat", 520)
+
+
+def test_a_qr_order_being_paid_is_left_to_its_payer_for_the_qrs_life(
+    live_app, live_terminal, session, merchant
+):
+    order_no = new_order_no()
+    status, opened = live_terminal.send(
+        "POST", "/api/terminal/qr-orders", {"order_no": order_no, "amount_fen": 1500}
+    )
+    token = opened["checkout_url"].rstrip("/").rsplit("/", 1)[1]
+    gateway = live_app.sandbox.gateways["wechat"]
+    # The payer scanned it in WeChat: the JSAPI order is made at the channel.
+    payer = PayerContext(kind=PayerKind.JSAPI, openid=gateway.openid("demo-1"))
+    in_app(live_app, lambda: start_qr_payment(token, "wechat", payer))
+    created = live_app.sandbox.clock.now()
+
+    # Five minutes on, still typing: the job leaves the order alone.
+    soon = in_app(
+        live_app, lambda: resolve_stale(now=created + dt.timedelta(minutes=5))
+    )
+    paying = live_terminal.query(order_no)[1]["state"]
+    # Past the QR's life, the job closes it at the channel and fails it.
+    late = in_app(
+        live_app, lambda: resolve_stale(now=created + dt.timedelta(minutes=16))
+    )
+
+    assert (soon.failed, paying) == (0, "paying")
+    assert late.failed == 1
+    ended = live_terminal.query(order_no)[1]
+    assert ended["state"] == "failed"
+    session.rollback()
+    assert ("close", "ok") in _calls(session, ended["out_trade_no"])
