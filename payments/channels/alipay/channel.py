@@ -363,7 +363,11 @@ class AlipayChannel(Channel):
                 format_yuan(refund.refund_fen), out_trade_no=out, **extra
             )
         answer = self._checked(answer, "refund", out)
-        # fund_change "N" means this out_request_no was refunded before: done.
+        if answer.get("fund_change") != "Y":
+            # Only "Y" says money went back now. "N" (this out_request_no asked
+            # before) or no answer at all: Alipay's own word is to ask the refund
+            # query what became of it.
+            return self.query_refund(refund.out_refund_no, out)
         return RefundResult(
             out_refund_no=refund.out_refund_no,
             state=RefundState.SUCCEEDED,

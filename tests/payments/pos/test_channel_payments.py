@@ -253,6 +253,12 @@ def test_alipay_cancel_told_not_to_retry_is_not_repeated_but_queried(
     assert (cancel.outcome, cancel.error_code) == ("rejected", "ACQ.SYSTEM_ERROR")
     assert answer["state"] != "reversed"
     _settled(session, merchant, "alipay", 0)
+    # The stale-payment job asks again later and cancels it then (else the
+    # payer's password would complete it under some later test's clock).
+    session.rollback()
+    live_app.sandbox.faults.clear()
+    later = live_app.sandbox.clock.advance(300)
+    assert in_app(live_app, lambda: resolve_stale(now=later)).reversed == 1
 
 
 def test_a_payment_left_paying_by_a_crash_is_settled_by_the_job(
