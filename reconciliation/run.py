@@ -476,6 +476,8 @@ def _lines(
                 yield from wechat_bill_lines(bill.content, matcher.take_paid)
             return
         parsed = parse_alipay_bill(bill.content)
+        if parsed.day != day:
+            raise MalformedBill(f"the bill's files are of {parsed.day}, not {day}")
         if not parsed.totals_match_summary():
             raise MalformedBill("the lines do not add up to the summary")
         yield from alipay_lines(parsed)

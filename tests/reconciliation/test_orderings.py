@@ -11,6 +11,7 @@ Covered elsewhere and not repeated here: a repair then a late notification
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from zoneinfo import ZoneInfo
@@ -21,12 +22,19 @@ from sqlalchemy.exc import IntegrityError
 
 from campus.database import db
 from payments import ledger
+from payments.channels import channel_for
 from payments.merchants import find_merchant
 from payments.topups import TopUpState, find_top_up
 from payments.wallet import pay_from_wallet
 from reconciliation.models import Discrepancy, DiscrepancyStatus, RunState
 from reconciliation.resolution import Decision, resolve
-from reconciliation.run import Phase, RunInProgress, day_bounds, reconcile_day
+from reconciliation.run import (
+    BillRejected,
+    Phase,
+    RunInProgress,
+    day_bounds,
+    reconcile_day,
+)
 from reconciliation.settlement import MerchantStatement, settle_merchants
 from tests.live import in_app, together
 from tests.payments.test_notifications import DESKTOP, _open_and_pay
@@ -444,3 +452,22 @@ def test_two_runs_of_one_day_at_once_repair_once_and_one_is_refused_or_waits(
     )
     assert _balance(session, shopper.card.wallet) == 1000 + 3 * 1000
     assert ledger.check_ledger(session) == []
+
+
+def test_an_alipay_bill_of_another_day_is_refused_and_changes_nothing(
+    live_app, shopper, session, trading_day
+):
+    live_app.sandbox.faults.set("alipay", "notification", "drop")
+    number = _pay_alipay(live_app, shopper)
+    _after_bills_are_ready(live_app, trading_day)
+    bill = in_app(live_app, lambda: channel_for("alipay").download_bill(trading_day))
+    next_day = trading_day + dt.timedelta(days=1)
+    # Handed over as the next day's, its files still say which day they are.
+    misdated = dataclasses.replace(bill, day=next_day)
+
+    with pytest.raises(BillRejected, match=f"of {trading_day}, not {next_day}"):
+        in_app(live_app, lambda: reconcile_day("alipay", next_day, bill=misdated))
+
+    session.rollback()
+    assert find_top_up(session, number).state is TopUpState.PAYING
+    assert session.scalars(select(Discrepancy)).all() == []
