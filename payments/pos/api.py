@@ -8,6 +8,7 @@ Terminal endpoints (``/api/terminal/…``) need the request signature described 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from apiflask import APIBlueprint, Schema, fields
@@ -141,8 +142,14 @@ def _prefers_async() -> bool:
     return False
 
 
-def _body_hash() -> str:
-    return service.request_digest(request.get_data(cache=True))
+def _body_hash(body: dict[str, Any]) -> str:
+    """The request's digest, taken of what it asks (its fields as read, in one
+    order and spelling) rather than of its bytes: the same JSON sent again with
+    its keys in another order or other spaces is the same request."""
+    canonical = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+    return service.request_digest(canonical.encode())
 
 
 def _answer(payment: PosPayment) -> Response:
@@ -254,7 +261,7 @@ def pay(body: Any, headers: Any = None) -> Response:
         service.PayRequest(
             order_no=body["order_no"],
             amount_fen=body["amount_fen"],
-            body_hash=_body_hash(),
+            body_hash=_body_hash(body),
             code=body["code"],
             card_number=body["card_number"],
             pin=body["pin"],
@@ -309,7 +316,7 @@ def open_qr(body: dict[str, Any]) -> Response:
         body["amount_fen"],
         terminal_id=terminal.id,
         order_no=body["order_no"],
-        body_hash=_body_hash(),
+        body_hash=_body_hash(body),
     )
     return _answer(payment)
 

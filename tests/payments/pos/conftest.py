@@ -47,11 +47,14 @@ class SignedTerminal:
         *,
         extra: dict[str, str] | None = None,
         signed: dict[str, str] | None = None,
+        raw: bytes | None = None,
     ) -> tuple[int, dict]:
-        raw = json.dumps(body).encode() if body is not None else b""
+        """``body`` as JSON, or ``raw`` (JSON as written by hand) as it is."""
+        if raw is None:
+            raw = json.dumps(body).encode() if body is not None else b""
         headers = dict(signed or self.headers(method, path, raw))
         headers.update(extra or {})
-        if body is not None:
+        if body is not None or raw:
             headers["Content-Type"] = "application/json"
         if self.url:
             answer = requests.request(

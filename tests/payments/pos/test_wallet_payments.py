@@ -231,6 +231,33 @@ def test_the_same_order_number_returns_the_first_payment(session, terminal, make
     assert card.wallet.balance_fen == 1700
 
 
+def test_the_same_request_in_other_json_spelling_is_the_same_request(
+    session, terminal, make_card
+):
+    card = make_card(balance_fen=2000)
+    order_no = new_order_no()
+    path = "/api/terminal/payments"
+
+    first = terminal.send(
+        "POST",
+        path,
+        raw=f'{{"order_no":"{order_no}","amount_fen":300,'
+        f'"card_number":"{card.number}"}}'.encode(),
+    )
+    # The same fields, in another order and with spaces: the same request.
+    again = terminal.send(
+        "POST",
+        path,
+        raw=f'{{ "card_number": "{card.number}", "amount_fen": 300, '
+        f'"order_no": "{order_no}" }}'.encode(),
+    )
+
+    assert first[0] == 200 and again[0] == 200
+    assert again[1]["out_trade_no"] == first[1]["out_trade_no"]
+    session.rollback()
+    assert card.wallet.balance_fen == 1700
+
+
 def test_the_same_idempotency_key_returns_the_first_payment(
     session, terminal, make_card
 ):
