@@ -16,6 +16,7 @@ from payments.cards import Card
 from payments.channel_log import ChannelCall
 from payments.merchants import MerchantKind, Terminal, add_terminal, open_merchant
 from payments.pos.models import CashierMerchant, PosPayment
+from tests.live import in_app
 
 
 def _sign_in_student(client, card) -> None:
@@ -308,11 +309,15 @@ def test_the_cli_simulator_pays_a_sandbox_code_password_or_not(
         gateway.set_password_needed("demo-1", password_seconds)
     code = gateway.current_code("demo-1")
 
-    with live_app.app.app_context():
-        result = live_app.app.test_cli_runner().invoke(
+    # In a thread of its own, with the served app's context and session: the
+    # test's session stays the one its fixtures close.
+    result = in_app(
+        live_app,
+        lambda: live_app.app.test_cli_runner().invoke(
             args=["pos", "pay", "--terminal", terminal.key_id, "--amount", "12.50",
                   "--code", code]
-        )  # fmt: skip
+        ),
+    )  # fmt: skip
 
     answer = json.loads(result.output)
     assert (answer["status"], answer["state"]) == (200, "succeeded"), answer
