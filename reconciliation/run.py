@@ -783,10 +783,10 @@ def _record(
     it; a match of an order paid on an earlier day closes what was held for it."""
     if finding.kind is FindingKind.MATCHED:
         ours = finding.ours
-        at = ours.paid_at if isinstance(ours, OrderRecord) else None
-        if isinstance(ours, RefundRecord):
-            at = ours.refunded_at
-        if ours is None or at is None or at >= start:
+        if ours is None:
+            return
+        at = ours.refunded_at if isinstance(ours, RefundRecord) else ours.paid_at
+        if at is None or at >= start:
             return
         reversed_by = _close_held(session, channel, day, ours, at)
         if reversed_by is None:
